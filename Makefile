@@ -1,0 +1,26 @@
+# Makefile for the idempotency extension (PGXS)
+
+EXTENSION = idempotency
+MODULE_big = idempotency
+OBJS = src/idempotency.o src/ledger.o src/fingerprint.o src/launcher.o src/sweeper.o
+DATA = idempotency--1.0.sql
+PGFILEDESC = "idempotency - idempotency keys inside PostgreSQL"
+
+PG_CFLAGS += -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare \
+	-Wno-missing-field-initializers -Wno-cast-function-type
+
+# pg_regress: one file per behaviour, in sql/ and expected/
+REGRESS = begin finish fail once key fingerprint sweep guc logged security input
+REGRESS_OPTS = --inputdir=.
+
+# isolation specs: test/specs/*.spec with test/expected/*.out
+ISOLATION = wait_replay wait_abort nowait lease_takeover once_race
+ISOLATION_OPTS = --inputdir=test
+
+# Perl TAP tests: test/t/*.pl (PostgreSQL::Test::Cluster)
+TAP_TESTS = 1
+PROVE_TESTS = test/t/*.pl
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)

@@ -1,0 +1,222 @@
+# scripts/cluster.sh: throwaway PostgreSQL clusters for the test and demo scripts.
+#
+# Source it, then:
+#
+#   cluster_create [DIR]   initdb a new cluster in DIR (default: a new mktemp dir
+#                          under /tmp), on a free port >= 55432 and its own unix
+#                          socket directory; sets CLUSTER_DIR, CLUSTER_DATA,
+#                          CLUSTER_SOCKDIR, CLUSTER_PORT, CLUSTER_LOG, CLUSTER_USER
+#   cluster_start          start it and wait until it accepts connections
+#   cluster_stop           stop it (fast shutdown)
+#   cluster_destroy        stop it and remove its directory
+#   cluster_as_user CMD..  run CMD as the cluster's OS user, with PATH, PGHOST and
+#                          PGPORT pointing at the cluster
+#   cluster_psql ARGS..    psql as the cluster's OS user, quiet, stopping on error
+#   cluster_at_exit CMD    run the shell command CMD at exit (last added, first run)
+#
+# cluster_create arranges for cluster_destroy to run when the shell exits.  When
+# the invoker is root the cluster runs as the "postgres" OS user (initdb refuses
+# root); otherwise as the invoker.  The server listens on its unix socket only,
+# so it can neither clash with nor reach any other cluster on the machine.
+#
+# Settings, through the environment:
+#   PG_CONFIG             pg_config of the server to use (default: PostgreSQL 15's)
+#   CLUSTER_PORT_BASE     first port to try (default 55432)
+#   CLUSTER_PRELOAD       shared_preload_libraries for the server (default: none)
+#   CLUSTER_KEEP=1        keep the directory at exit, for a look afterwards
+
+if [ -z "${PG_CONFIG:-}" ]; then
+	if [ -x /usr/lib/postgresql/15/bin/pg_config ]; then
+		PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+	else
+		PG_CONFIG=pg_config
+	fi
+fi
+export PG_CONFIG
+
+CLUSTER_DIR=
+CLUSTER_DATA=
+CLUSTER_SOCKDIR=
+CLUSTER_PORT=
+CLUSTER_LOG=
+CLUSTER_USER=
+CLUSTER_BINDIR=
+_CLUSTER_AT_EXIT=()
+
+cluster_log() { printf 'cluster: %s\n' "$*" >&2; }
+
+# Run each registered exit action once, newest first, whatever the exit status.
+_cluster_run_at_exit() {
+	local i
+	for ((i = ${#_CLUSTER_AT_EXIT[@]} - 1; i >= 0; i--)); do
+		eval "${_CLUSTER_AT_EXIT[$i]}" || true
+	done
+	_CLUSTER_AT_EXIT=()
+}
+
+cluster_at_exit() {
+	if [ "${#_CLUSTER_AT_EXIT[@]}" -eq 0 ]; then
+		trap _cluster_run_at_exit EXIT
+		trap 'exit 130' INT
+		trap 'exit 143' TERM
+	fi
+	_CLUSTER_AT_EXIT+=("$1")
+}
+
+# The OS user the server and the tests run as.
+cluster_os_user() {
+	if [ "$(id -u)" -eq 0 ]; then
+		echo postgres
+	else
+		id -un
+	fi
+}
+
+# Run a command as the cluster's OS user.  PATH starts with the server's bindir
+# so that initdb, pg_ctl and psql are PostgreSQL 15's and not a wrapper's.
+cluster_as_user() {
+	local bindir=${CLUSTER_BINDIR:-$("$PG_CONFIG" --bindir)}
+	local -a envs=("PATH=$bindir:$PATH")
+	[ -n "$CLUSTER_SOCKDIR" ] && envs+=("PGHOST=$CLUSTER_SOCKDIR" "PGPORT=$CLUSTER_PORT")
+	if [ "$(id -u)" -eq 0 ]; then
+		runuser -u "${CLUSTER_USER:-postgres}" -- env "${envs[@]}" "$@"
+	else
+		env "${envs[@]}" "$@"
+	fi
+}
+
+cluster_psql() {
+	cluster_as_user psql -X -q -v ON_ERROR_STOP=1 "$@"
+}
+
+# True when nothing seems to use PORT: no listening TCP socket and no server
+# answering on the usual socket directories.
+_cluster_port_free() {
+	local port=$1 d
+	if command -v ss >/dev/null 2>&1; then
+		[ -z "$(ss -Hltn "sport = :$port" 2>/dev/null)" ] || return 1
+	fi
+	for d in /tmp /var/run/postgresql /run/postgresql; do
+		[ -e "$d/.s.PGSQL.$port" ] && return 1
+		[ -e "$d/.s.PGSQL.$port.lock" ] && return 1
+	done
+	if command -v pg_isready >/dev/null 2>&1; then
+		pg_isready -q -h localhost -p "$port" -t 1 >/dev/null 2>&1
+		[ $? -eq 2 ] || return 1
+	fi
+	return 0
+}
+
+_cluster_pick_port() {
+	local port=${CLUSTER_PORT_BASE:-55432} last
+	last=$((port + 500))
+	while [ "$port" -lt "$last" ]; do
+		if _cluster_port_free "$port"; then
+			echo "$port"
+			return 0
+		fi
+		port=$((port + 1))
+	done
+	cluster_log "no free port between ${CLUSTER_PORT_BASE:-55432} and $last"
+	return 1
+}
+
+# Print the end of the server log, to show why something failed.
+cluster_log_tail() {
+	local n=${1:-60}
+	if [ -n "$CLUSTER_LOG" ] && [ -f "$CLUSTER_LOG" ]; then
+		echo "----- last $n lines of $CLUSTER_LOG -----" >&2
+		tail -n "$n" "$CLUSTER_LOG" >&2
+		echo "-----" >&2
+	fi
+}
+
+cluster_create() {
+	local dir=${1:-}
+
+	CLUSTER_USER=$(cluster_os_user)
+	CLUSTER_BINDIR=$("$PG_CONFIG" --bindir) || {
+		cluster_log "cannot run $PG_CONFIG"
+		return 1
+	}
+	if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then
+		cluster_log "running as root, but there is no postgres OS user to run the server"
+		return 1
+	fi
+
+	if [ -z "$dir" ]; then
+		dir=$(mktemp -d /tmp/idem-cluster.XXXXXX)
+	else
+		mkdir -p "$dir"
+	fi
+	CLUSTER_DIR=$(cd "$dir" && pwd)
+	CLUSTER_DATA=$CLUSTER_DIR/data
+	CLUSTER_SOCKDIR=$CLUSTER_DIR/sock
+	CLUSTER_LOG=$CLUSTER_DIR/postgres.log
+	cluster_at_exit cluster_destroy
+
+	mkdir -p "$CLUSTER_SOCKDIR"
+	chmod 700 "$CLUSTER_DIR"
+	if [ "$(id -u)" -eq 0 ]; then
+		chown -R "$CLUSTER_USER": "$CLUSTER_DIR"
+	fi
+
+	CLUSTER_PORT=$(_cluster_pick_port) || return 1
+
+	local initlog=$CLUSTER_DIR/initdb.log
+	if ! cluster_as_user initdb -D "$CLUSTER_DATA" -U "$CLUSTER_USER" -A trust \
+			-E UTF8 --locale=C --no-sync >"$initlog" 2>&1; then
+		cluster_log "initdb failed:"
+		tail -n 40 "$initlog" >&2
+		return 1
+	fi
+
+	cat >>"$CLUSTER_DATA/postgresql.conf" <<-EOF
+
+	# throwaway test cluster (scripts/cluster.sh)
+	port = $CLUSTER_PORT
+	listen_addresses = ''
+	unix_socket_directories = '$CLUSTER_SOCKDIR'
+	fsync = off
+	synchronous_commit = off
+	full_page_writes = off
+	max_connections = 50
+	max_worker_processes = 16
+	shared_preload_libraries = '${CLUSTER_PRELOAD:-}'
+	log_line_prefix = '%m [%p] %q%a '
+	EOF
+	cluster_log "created $CLUSTER_DATA (port $CLUSTER_PORT, socket $CLUSTER_SOCKDIR, user $CLUSTER_USER)"
+}
+
+cluster_start() {
+	if ! cluster_as_user pg_ctl -D "$CLUSTER_DATA" -l "$CLUSTER_LOG" -w -t 60 start >/dev/null 2>&1; then
+		cluster_log "server failed to start"
+		cluster_log_tail 40
+		return 1
+	fi
+	if ! cluster_as_user pg_isready -q -d postgres -t 30; then
+		cluster_log "server does not accept connections"
+		cluster_log_tail 40
+		return 1
+	fi
+	cluster_log "started on port $CLUSTER_PORT; log: $CLUSTER_LOG"
+}
+
+cluster_stop() {
+	[ -n "$CLUSTER_DATA" ] && [ -f "$CLUSTER_DATA/postmaster.pid" ] || return 0
+	cluster_as_user pg_ctl -D "$CLUSTER_DATA" -m fast -w -t 60 stop >/dev/null 2>&1 ||
+		cluster_as_user pg_ctl -D "$CLUSTER_DATA" -m immediate -w stop >/dev/null 2>&1 || true
+}
+
+cluster_destroy() {
+	[ -n "$CLUSTER_DIR" ] || return 0
+	cluster_stop
+	if [ "${CLUSTER_KEEP:-0}" = 1 ]; then
+		cluster_log "kept $CLUSTER_DIR"
+	else
+		rm -rf "$CLUSTER_DIR"
+	fi
+	CLUSTER_DIR=
+	CLUSTER_DATA=
+	CLUSTER_SOCKDIR=
+}

@@ -1,0 +1,223 @@
+/*-------------------------------------------------------------------------
+ *
+ * idempotency.c
+ *	  Module entry point: GUCs, the ledger clock and worker registration.
+ *
+ * src/idempotency.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <limits.h>
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/guc.h"
+#include "utils/timestamp.h"
+
+#include "idempotency.h"
+
+PG_MODULE_MAGIC;
+
+/* GUC storage: the text form lives in the GUC machinery, the parsed form here */
+Interval	IdemDefaultTtl = {0, 1, 0};		/* 1 day, reset by the assign hook */
+Interval	IdemDefaultLease = {5 * 60 * USECS_PER_SEC, 0, 0};
+Interval	IdemClockOffset = {0, 0, 0};
+int			IdemSweepInterval = 60;
+int			IdemSweepBatchSize = 10000;
+bool		IdemPreloaded = false;
+
+static char *default_ttl_text = NULL;
+static char *default_lease_text = NULL;
+static char *clock_offset_text = NULL;
+
+void		_PG_init(void);
+
+/*
+ * Parse an interval the way interval_in does, but report failure instead of
+ * throwing, as a GUC check hook must.
+ */
+static bool
+parse_interval_soft(const char *str, Interval *result)
+{
+	char		workbuf[256];
+	char	   *field[MAXDATEFIELDS];
+	int			ftype[MAXDATEFIELDS];
+	int			nf;
+	int			dtype;
+	struct pg_itm_in itm_in;
+	int			dterr;
+
+	if (str == NULL)
+		return false;
+	memset(&itm_in, 0, sizeof(itm_in));
+	dterr = ParseDateTime(str, workbuf, sizeof(workbuf), field, ftype,
+						  MAXDATEFIELDS, &nf);
+	if (dterr == 0)
+		dterr = DecodeInterval(field, ftype, nf, INTERVAL_FULL_RANGE,
+							   &dtype, &itm_in);
+	if (dterr == DTERR_BAD_FORMAT)
+	{
+		memset(&itm_in, 0, sizeof(itm_in));
+		dterr = DecodeISO8601Interval(unconstify(char *, str), &dtype, &itm_in);
+	}
+	if (dterr != 0 || dtype != DTK_DELTA)
+		return false;
+	if (itmin2interval(&itm_in, result) != 0)
+		return false;
+	return true;
+}
+
+/* True when the interval is longer than zero */
+static bool
+interval_is_positive(const Interval *span)
+{
+	TimestampTz base = 0;
+
+	return IdemTimestampPlus(base, span) > base;
+}
+
+/*
+ * Check hook shared by the interval GUCs.  Time-valued settings that must be
+ * positive say so through the extra flag passed in *extra.
+ */
+static bool
+check_interval_guc(char **newval, void **extra, GucSource source, bool positive)
+{
+	Interval	span;
+	Interval   *copy;
+
+	if (!parse_interval_soft(*newval, &span))
+	{
+		GUC_check_errdetail("\"%s\" is not a valid interval.", *newval);
+		return false;
+	}
+	if (positive && !interval_is_positive(&span))
+	{
+		GUC_check_errdetail("The interval must be longer than zero.");
+		return false;
+	}
+	/* GUC extra data is released with free(), so it comes from malloc() */
+	copy = (Interval *) malloc(sizeof(Interval));
+	if (copy == NULL)
+	{
+		GUC_check_errcode(ERRCODE_OUT_OF_MEMORY);
+		return false;
+	}
+	*copy = span;
+	*extra = copy;
+	return true;
+}
+
+static bool
+check_positive_interval(char **newval, void **extra, GucSource source)
+{
+	return check_interval_guc(newval, extra, source, true);
+}
+
+static bool
+check_any_interval(char **newval, void **extra, GucSource source)
+{
+	return check_interval_guc(newval, extra, source, false);
+}
+
+static void
+assign_default_ttl(const char *newval, void *extra)
+{
+	IdemDefaultTtl = *(Interval *) extra;
+}
+
+static void
+assign_default_lease(const char *newval, void *extra)
+{
+	IdemDefaultLease = *(Interval *) extra;
+}
+
+static void
+assign_clock_offset(const char *newval, void *extra)
+{
+	IdemClockOffset = *(Interval *) extra;
+}
+
+/*
+ * The ledger clock: the wall clock moved by idempotency.clock_offset, so that
+ * tests can step past a TTL or a lease without sleeping.
+ */
+TimestampTz
+IdemNow(void)
+{
+	return IdemTimestampPlus(GetCurrentTimestamp(), &IdemClockOffset);
+}
+
+/* timestamptz + interval, with the same calendar rules as the SQL operator */
+TimestampTz
+IdemTimestampPlus(TimestampTz ts, const Interval *span)
+{
+	return DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
+												   TimestampTzGetDatum(ts),
+												   PointerGetDatum(span)));
+}
+
+/*
+ * Module load: define the GUCs and, when preloaded, register the launcher
+ * that starts one sweeper per database.
+ */
+void
+_PG_init(void)
+{
+	DefineCustomStringVariable("idempotency.default_ttl",
+							   "How long a completed key is kept when idem_begin gives no ttl.",
+							   NULL,
+							   &default_ttl_text,
+							   "24 hours",
+							   PGC_USERSET,
+							   0,
+							   check_positive_interval, assign_default_ttl, NULL);
+
+	DefineCustomStringVariable("idempotency.default_lease",
+							   "How long a committed in-progress attempt blocks others when idem_begin gives no lease.",
+							   NULL,
+							   &default_lease_text,
+							   "5 minutes",
+							   PGC_USERSET,
+							   0,
+							   check_positive_interval, assign_default_lease, NULL);
+
+	DefineCustomStringVariable("idempotency.clock_offset",
+							   "Moves the ledger's clock, for tests that step past a TTL or a lease.",
+							   NULL,
+							   &clock_offset_text,
+							   "0",
+							   PGC_SUSET,
+							   0,
+							   check_any_interval, assign_clock_offset, NULL);
+
+	DefineCustomIntVariable("idempotency.sweep_interval",
+							"Time between two sweeps of expired keys; 0 turns sweeping off.",
+							NULL,
+							&IdemSweepInterval,
+							60, 0, INT_MAX / 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("idempotency.sweep_batch_size",
+							"Most expired keys deleted in one sweep transaction.",
+							NULL,
+							&IdemSweepBatchSize,
+							10000, 1, 10000000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("idempotency");
+
+	if (process_shared_preload_libraries_in_progress)
+	{
+		IdemPreloaded = true;
+		IdemRegisterLauncher();
+	}
+}

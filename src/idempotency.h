@@ -1,0 +1,58 @@
+/*-------------------------------------------------------------------------
+ *
+ * idempotency.h
+ *	  Shared declarations of the idempotency extension.
+ *
+ * src/idempotency.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef IDEMPOTENCY_H
+#define IDEMPOTENCY_H
+
+#include "postgres.h"
+
+#include "datatype/timestamp.h"
+#include "storage/itemptr.h"
+#include "utils/jsonb.h"
+
+#define IDEM_EXTENSION_NAME		"idempotency"
+#define IDEM_LEDGER_NAME		"idem_ledger"
+
+/* Longest key accepted, in bytes */
+#define IDEM_MAX_KEY_BYTES		255
+
+/* Length of a request fingerprint, in bytes (SHA-256) */
+#define IDEM_FINGERPRINT_LEN	32
+
+/* SQLSTATEs of the extension */
+#define ERRCODE_IDEM_REQUEST_MISMATCH	MAKE_SQLSTATE('I','K','0','0','1')
+#define ERRCODE_IDEM_NOT_IN_PROGRESS	MAKE_SQLSTATE('I','K','0','0','2')
+#define ERRCODE_IDEM_SUPERSEDED			MAKE_SQLSTATE('I','K','0','0','3')
+
+/* idempotency.c: GUCs */
+extern Interval IdemDefaultTtl;
+extern Interval IdemDefaultLease;
+extern Interval IdemClockOffset;
+extern int	IdemSweepInterval;		/* seconds; 0 turns sweeping off */
+extern int	IdemSweepBatchSize;
+extern bool IdemPreloaded;
+
+extern TimestampTz IdemNow(void);
+extern TimestampTz IdemTimestampPlus(TimestampTz ts, const Interval *span);
+
+/* fingerprint.c: canonical JSON, pure C */
+extern void IdemFingerprint(Jsonb *request, uint8 *out);
+extern char *IdemCanonicalText(Jsonb *doc);
+
+/* ledger.c: all access to the ledger */
+extern uint64 LedgerSweepBatch(Oid nspid, int batch_size, ItemPointer cursor,
+							   bool *reached_end);
+extern int64 LedgerCountExpired(Oid nspid);
+
+/* sweeper.c / launcher.c: background workers */
+extern void IdemRegisterLauncher(void);
+extern PGDLLEXPORT void IdemLauncherMain(Datum main_arg);
+extern PGDLLEXPORT void IdemSweeperMain(Datum main_arg);
+
+#endif							/* IDEMPOTENCY_H */

@@ -1,0 +1,1069 @@
+/*-------------------------------------------------------------------------
+ *
+ * ledger.c
+ *	  All access to the ledger: begin, finish, fail, once, sweep.
+ *
+ * Every statement is prepared once per backend (and per extension schema)
+ * with SPI_prepare + SPI_keepplan.  The plan cache re-analyses a kept plan
+ * when the ledger is dropped and created again; a change of the extension's
+ * schema makes us prepare the plans afresh.
+ *
+ * Concurrent duplicates are arbitrated by the ledger's primary key through
+ * INSERT ... ON CONFLICT DO NOTHING: a duplicate of an uncommitted insertion
+ * waits for its transaction inside the speculative insertion, then sees the
+ * committed row (or inserts its own if the first one aborted).  Rows that
+ * must change hands (an expired key, a lapsed or released lease) are taken
+ * over under a row lock, after re-reading the locked version.
+ *
+ * src/ledger.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "executor/tuptable.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "storage/bufmgr.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/relcache.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "idempotency.h"
+
+PG_FUNCTION_INFO_V1(idem_begin);
+PG_FUNCTION_INFO_V1(idem_finish);
+PG_FUNCTION_INFO_V1(idem_fail);
+PG_FUNCTION_INFO_V1(idem_once);
+PG_FUNCTION_INFO_V1(idem_sweep);
+PG_FUNCTION_INFO_V1(idem_set_logged);
+
+/* Longest ttl or lease accepted */
+#define IDEM_MAX_INTERVAL_YEARS 100
+
+/* How often one call retries after a concurrent delete or update */
+#define IDEM_MAX_TRIES 16
+
+/*
+ * Statements, with %s standing for the schema-qualified ledger.  Operators
+ * are qualified too, so no search_path can change what they mean.
+ */
+static const char *insert_sql =
+"INSERT INTO %s AS l (scope, key, state, attempt, created_at, lease_until,"
+"                     expires_at, finished_at, fingerprint)"
+" VALUES ($1, $2, $3, 1, $4, $5, $6, $7, $8)"
+" ON CONFLICT (scope, key) DO NOTHING"
+" RETURNING l.attempt";
+
+#define LEDGER_ROW_COLUMNS \
+	"state, status, response, attempt, fingerprint, expires_at, lease_until"
+
+static const char *select_sql =
+"SELECT " LEDGER_ROW_COLUMNS " FROM %s"
+" WHERE scope OPERATOR(pg_catalog.=) $1 AND key OPERATOR(pg_catalog.=) $2";
+
+static const char *lock_sql =
+"SELECT " LEDGER_ROW_COLUMNS " FROM %s"
+" WHERE scope OPERATOR(pg_catalog.=) $1 AND key OPERATOR(pg_catalog.=) $2"
+" FOR UPDATE";
+
+static const char *lock_skip_sql =
+"SELECT " LEDGER_ROW_COLUMNS " FROM %s"
+" WHERE scope OPERATOR(pg_catalog.=) $1 AND key OPERATOR(pg_catalog.=) $2"
+" FOR UPDATE SKIP LOCKED";
+
+static const char *replace_sql =
+"UPDATE %s SET state = $3, status = NULL, response = NULL, attempt = $4,"
+"       created_at = COALESCE($5, created_at), lease_until = $6,"
+"       expires_at = $7, finished_at = $8, fingerprint = $9"
+" WHERE scope OPERATOR(pg_catalog.=) $1 AND key OPERATOR(pg_catalog.=) $2";
+
+/* The ttl given to begin is kept as the distance from lease end to expiry */
+static const char *finish_sql =
+"UPDATE %s SET state = 'completed', status = $3, response = $4,"
+"       finished_at = $5,"
+"       expires_at = $5 OPERATOR(pg_catalog.+)"
+"                    (expires_at OPERATOR(pg_catalog.-) lease_until),"
+"       lease_until = NULL"
+" WHERE scope OPERATOR(pg_catalog.=) $1 AND key OPERATOR(pg_catalog.=) $2"
+"   AND state OPERATOR(pg_catalog.=) 'in_progress'"
+"   AND lease_until IS NOT NULL"
+"   AND expires_at OPERATOR(pg_catalog.>) $5"
+"   AND ($6::pg_catalog.int4 IS NULL OR attempt OPERATOR(pg_catalog.=) $6)"
+" RETURNING attempt";
+
+static const char *release_sql =
+"UPDATE %s SET lease_until = NULL,"
+"       expires_at = $3 OPERATOR(pg_catalog.+)"
+"                    (expires_at OPERATOR(pg_catalog.-) lease_until)"
+" WHERE scope OPERATOR(pg_catalog.=) $1 AND key OPERATOR(pg_catalog.=) $2"
+"   AND state OPERATOR(pg_catalog.=) 'in_progress'"
+"   AND lease_until IS NOT NULL"
+"   AND expires_at OPERATOR(pg_catalog.>) $3"
+"   AND ($4::pg_catalog.int4 IS NULL OR attempt OPERATOR(pg_catalog.=) $4)"
+" RETURNING attempt";
+
+static const char *sweep_sql =
+"DELETE FROM %s WHERE ctid OPERATOR(pg_catalog.=) ANY (ARRAY("
+"  SELECT ctid FROM %s"
+"   WHERE ctid OPERATOR(pg_catalog.>) $1"
+"     AND expires_at OPERATOR(pg_catalog.<=) $2"
+"   LIMIT $3 FOR UPDATE SKIP LOCKED))"
+" RETURNING ctid";
+
+static const char *count_expired_sql =
+"SELECT pg_catalog.count(*) FROM %s"
+" WHERE expires_at OPERATOR(pg_catalog.<=) $1";
+
+/* Kept plans, valid for the extension schema in plans_nspid */
+typedef struct LedgerPlans
+{
+	Oid			nspid;
+	SPIPlanPtr	insert;
+	SPIPlanPtr	select;
+	SPIPlanPtr	lock;
+	SPIPlanPtr	lock_skip;
+	SPIPlanPtr	replace;
+	SPIPlanPtr	finish;
+	SPIPlanPtr	release;
+	SPIPlanPtr	sweep;
+	SPIPlanPtr	count_expired;
+} LedgerPlans;
+
+static LedgerPlans plans = {InvalidOid};
+
+/* A ledger row as read by select_sql / lock_sql */
+typedef struct LedgerRow
+{
+	bool		is_completed;
+	bool		status_null;
+	int32		status;
+	Datum		response;		/* valid while SPI is connected */
+	bool		response_null;
+	int32		attempt;
+	bool		fingerprint_null;
+	uint8		fingerprint[IDEM_FINGERPRINT_LEN];
+	TimestampTz expires_at;
+	bool		lease_null;
+	TimestampTz lease_until;
+} LedgerRow;
+
+/* What a row means for a new caller, at a given time */
+typedef enum RowStanding
+{
+	ROW_COMPLETED,				/* live completed key: replay */
+	ROW_HELD,					/* live attempt under a live lease */
+	ROW_LAPSED,					/* attempt whose lease ran out */
+	ROW_RELEASED,				/* attempt released by idem_fail */
+	ROW_EXPIRED					/* counts as absent */
+} RowStanding;
+
+/* The arguments of idem_begin and idem_once, validated */
+typedef struct BeginArgs
+{
+	text	   *key;
+	text	   *scope;
+	bool		has_request;
+	uint8		fingerprint[IDEM_FINGERPRINT_LEN];
+	Interval	ttl;
+	Interval	lease;
+	bool		wait;
+} BeginArgs;
+
+/*
+ * Prepare one statement on the ledger and keep it for the backend's life.
+ */
+static SPIPlanPtr
+prepare_kept(const char *fmt, const char *ledger, int nargs, Oid *argtypes)
+{
+	char	   *sql = psprintf(fmt, ledger, ledger);
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed for \"%s\": %s",
+			 sql, SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "SPI_keepplan failed");
+	pfree(sql);
+	return plan;
+}
+
+/*
+ * Make sure the kept plans refer to the ledger in schema nspid.  Must be
+ * called with SPI connected.
+ */
+static void
+ledger_prepare(Oid nspid)
+{
+	char	   *nspname;
+	char	   *ledger;
+	Oid			key_args[2] = {TEXTOID, TEXTOID};
+	Oid			insert_args[8] = {TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID,
+	TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID, BYTEAOID};
+	Oid			replace_args[9] = {TEXTOID, TEXTOID, TEXTOID, INT4OID,
+		TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID,
+	BYTEAOID};
+	Oid			finish_args[6] = {TEXTOID, TEXTOID, INT4OID, JSONBOID,
+	TIMESTAMPTZOID, INT4OID};
+	Oid			release_args[4] = {TEXTOID, TEXTOID, TIMESTAMPTZOID, INT4OID};
+	Oid			sweep_args[3] = {TIDOID, TIMESTAMPTZOID, INT4OID};
+	Oid			count_args[1] = {TIMESTAMPTZOID};
+	SPIPlanPtr *all[] = {&plans.insert, &plans.select, &plans.lock,
+		&plans.lock_skip, &plans.replace, &plans.finish, &plans.release,
+	&plans.sweep, &plans.count_expired};
+
+	if (plans.nspid == nspid && OidIsValid(nspid))
+		return;
+
+	/* A different schema: let go of the old plans first */
+	for (int i = 0; i < lengthof(all); i++)
+	{
+		if (*all[i] != NULL)
+		{
+			SPI_freeplan(*all[i]);
+			*all[i] = NULL;
+		}
+	}
+	plans.nspid = InvalidOid;
+
+	nspname = get_namespace_name(nspid);
+	if (nspname == NULL)
+		elog(ERROR, "schema with OID %u does not exist", nspid);
+	ledger = psprintf("%s.%s", quote_identifier(nspname),
+					  quote_identifier(IDEM_LEDGER_NAME));
+
+	plans.insert = prepare_kept(insert_sql, ledger, 8, insert_args);
+	plans.select = prepare_kept(select_sql, ledger, 2, key_args);
+	plans.lock = prepare_kept(lock_sql, ledger, 2, key_args);
+	plans.lock_skip = prepare_kept(lock_skip_sql, ledger, 2, key_args);
+	plans.replace = prepare_kept(replace_sql, ledger, 9, replace_args);
+	plans.finish = prepare_kept(finish_sql, ledger, 6, finish_args);
+	plans.release = prepare_kept(release_sql, ledger, 4, release_args);
+	plans.sweep = prepare_kept(sweep_sql, ledger, 3, sweep_args);
+	plans.count_expired = prepare_kept(count_expired_sql, ledger, 1, count_args);
+	plans.nspid = nspid;
+	pfree(ledger);
+}
+
+/* The schema of the extension, as the schema of the function called */
+static Oid
+caller_namespace(FunctionCallInfo fcinfo)
+{
+	Oid			nspid = get_func_namespace(fcinfo->flinfo->fn_oid);
+
+	if (!OidIsValid(nspid))
+		elog(ERROR, "could not find the schema of function %u",
+			 fcinfo->flinfo->fn_oid);
+	return nspid;
+}
+
+/* Raise 22004 when a required argument is NULL */
+static void
+require_arg(FunctionCallInfo fcinfo, int argno, const char *name)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be NULL", name)));
+}
+
+/* Check a key: not empty, at most IDEM_MAX_KEY_BYTES bytes */
+static text *
+validated_key(FunctionCallInfo fcinfo, int argno)
+{
+	text	   *key;
+	int			len;
+
+	require_arg(fcinfo, argno, "key");
+	key = PG_GETARG_TEXT_PP(argno);
+	len = VARSIZE_ANY_EXHDR(key);
+	if (len == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("key must not be empty")));
+	if (len > IDEM_MAX_KEY_BYTES)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("key is too long"),
+				 errdetail("The key is %d bytes long; the limit is %d bytes.",
+						   len, IDEM_MAX_KEY_BYTES),
+				 errhint("Derive a shorter key, for example with idem_key().")));
+	return key;
+}
+
+/* Check a scope: not NULL; it may be empty (the default scope) */
+static text *
+validated_scope(FunctionCallInfo fcinfo, int argno)
+{
+	text	   *scope;
+	int			len;
+
+	require_arg(fcinfo, argno, "scope");
+	scope = PG_GETARG_TEXT_PP(argno);
+	len = VARSIZE_ANY_EXHDR(scope);
+	if (len > IDEM_MAX_KEY_BYTES)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("scope is too long"),
+				 errdetail("The scope is %d bytes long; the limit is %d bytes.",
+						   len, IDEM_MAX_KEY_BYTES)));
+	return scope;
+}
+
+/*
+ * A ttl or lease argument: the GUC default when NULL, else positive and at
+ * most IDEM_MAX_INTERVAL_YEARS years.
+ */
+static Interval
+validated_interval(FunctionCallInfo fcinfo, int argno, const char *name,
+				   const Interval *dflt)
+{
+	Interval	span;
+	Interval	limit = {0, 0, IDEM_MAX_INTERVAL_YEARS * MONTHS_PER_YEAR};
+	Interval	zero = {0, 0, 0};
+
+	if (PG_ARGISNULL(argno))
+		return *dflt;
+	span = *PG_GETARG_INTERVAL_P(argno);
+	if (!DatumGetBool(DirectFunctionCall2(interval_gt,
+										  IntervalPGetDatum(&span),
+										  IntervalPGetDatum(&zero))))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be longer than zero", name),
+				 errdetail("The %s given was %s.", name,
+						   DatumGetCString(DirectFunctionCall1(interval_out,
+															   IntervalPGetDatum(&span))))));
+	if (DatumGetBool(DirectFunctionCall2(interval_gt,
+										 IntervalPGetDatum(&span),
+										 IntervalPGetDatum(&limit))))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s is too long", name),
+				 errdetail("The limit is %d years.", IDEM_MAX_INTERVAL_YEARS)));
+	return span;
+}
+
+/* Read the current row of SPI_tuptable into *row */
+static void
+read_row(LedgerRow *row)
+{
+	HeapTuple	tup = SPI_tuptable->vals[0];
+	TupleDesc	desc = SPI_tuptable->tupdesc;
+	bool		isnull;
+	Datum		d;
+
+	d = SPI_getbinval(tup, desc, 1, &isnull);
+	row->is_completed = (strcmp(TextDatumGetCString(d), "completed") == 0);
+	d = SPI_getbinval(tup, desc, 2, &row->status_null);
+	row->status = row->status_null ? 0 : DatumGetInt32(d);
+	row->response = SPI_getbinval(tup, desc, 3, &row->response_null);
+	row->attempt = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
+	d = SPI_getbinval(tup, desc, 5, &row->fingerprint_null);
+	if (!row->fingerprint_null)
+	{
+		bytea	   *fp = DatumGetByteaPP(d);
+
+		if (VARSIZE_ANY_EXHDR(fp) != IDEM_FINGERPRINT_LEN)
+			row->fingerprint_null = true;	/* cannot match any request */
+		else
+			memcpy(row->fingerprint, VARDATA_ANY(fp), IDEM_FINGERPRINT_LEN);
+	}
+	row->expires_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 6, &isnull));
+	d = SPI_getbinval(tup, desc, 7, &row->lease_null);
+	row->lease_until = row->lease_null ? 0 : DatumGetTimestampTz(d);
+}
+
+/* Run a key-only statement (select or lock); true if it found the row */
+static bool
+fetch_row(SPIPlanPtr plan, text *scope, text *key, LedgerRow *row)
+{
+	Datum		values[2] = {PointerGetDatum(scope), PointerGetDatum(key)};
+	int			rc;
+
+	rc = SPI_execute_plan(plan, values, NULL, false, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed == 0)
+		return false;
+	read_row(row);
+	return true;
+}
+
+/* Classify a row for a caller arriving at time now */
+static RowStanding
+row_standing(const LedgerRow *row, TimestampTz now)
+{
+	if (row->expires_at <= now)
+		return ROW_EXPIRED;
+	if (row->is_completed)
+		return ROW_COMPLETED;
+	if (row->lease_null)
+		return ROW_RELEASED;
+	if (row->lease_until <= now)
+		return ROW_LAPSED;
+	return ROW_HELD;
+}
+
+/* True when the row was begun with the same request as args */
+static bool
+same_request(const LedgerRow *row, const BeginArgs *args)
+{
+	if (row->fingerprint_null || !args->has_request)
+		return row->fingerprint_null && !args->has_request;
+	return memcmp(row->fingerprint, args->fingerprint, IDEM_FINGERPRINT_LEN) == 0;
+}
+
+/* IK001: the key was used before for a different request */
+static void
+report_request_mismatch(const BeginArgs *args)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_IDEM_REQUEST_MISMATCH),
+			 errmsg("idempotency key \"%s\" was already used with a different request",
+					text_to_cstring(args->key)),
+			 errdetail("The request is not equal, as jsonb, to the one the key was first used with."),
+			 errhint("Use a new key for a new request.")));
+}
+
+/*
+ * Probe the ledger's primary key with a dirty snapshot: true when another
+ * transaction that has not finished yet inserted or is changing the row.
+ * Used by begin with wait => false, which must not queue behind it.
+ */
+static bool
+key_busy_elsewhere(Oid nspid, text *scope, text *key)
+{
+	Oid			relid = get_relname_relid(IDEM_LEDGER_NAME, nspid);
+	Relation	rel;
+	Relation	idx;
+	Oid			idxid;
+	SnapshotData dirty;
+	ScanKeyData skey[2];
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	bool		busy = false;
+
+	if (!OidIsValid(relid))
+		elog(ERROR, "ledger table of the idempotency extension is missing");
+	rel = table_open(relid, AccessShareLock);
+	idxid = RelationGetPrimaryKeyIndex(rel);
+	if (!OidIsValid(idxid))
+		elog(ERROR, "ledger table of the idempotency extension has no primary key");
+	idx = index_open(idxid, AccessShareLock);
+
+	InitDirtySnapshot(dirty);
+	ScanKeyInit(&skey[0], 1, BTEqualStrategyNumber, F_TEXTEQ,
+				PointerGetDatum(scope));
+	skey[0].sk_collation = idx->rd_indcollation[0];
+	ScanKeyInit(&skey[1], 2, BTEqualStrategyNumber, F_TEXTEQ,
+				PointerGetDatum(key));
+	skey[1].sk_collation = idx->rd_indcollation[1];
+
+	slot = table_slot_create(rel, NULL);
+	scan = index_beginscan(rel, idx, &dirty, 2, 0);
+	index_rescan(scan, skey, 2, NULL, 0);
+	while (index_getnext_slot(scan, ForwardScanDirection, slot))
+	{
+		TransactionId xwait = TransactionIdIsValid(dirty.xmin) ?
+		dirty.xmin : dirty.xmax;
+
+		if (TransactionIdIsValid(xwait) &&
+			!TransactionIdIsCurrentTransactionId(xwait))
+		{
+			busy = true;
+			break;
+		}
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(idx, AccessShareLock);
+	table_close(rel, AccessShareLock);
+	return busy;
+}
+
+/* Build an idem_result tuple in the caller's memory context */
+static Datum
+make_result(FunctionCallInfo fcinfo, const char *outcome,
+			bool status_null, int32 status,
+			bool response_null, Datum response,
+			bool attempt_null, int32 attempt)
+{
+	TupleDesc	tupdesc;
+	Datum		values[4];
+	bool		nulls[4];
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	tupdesc = BlessTupleDesc(tupdesc);
+	values[0] = CStringGetTextDatum(outcome);
+	nulls[0] = false;
+	values[1] = Int32GetDatum(status);
+	nulls[1] = status_null;
+	values[2] = response;
+	nulls[2] = response_null;
+	values[3] = Int32GetDatum(attempt);
+	nulls[3] = attempt_null;
+	return HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls));
+}
+
+/* Bytea datum of a fingerprint, or NULL when there is no request */
+static Datum
+fingerprint_datum(const BeginArgs *args, char *nullflag)
+{
+	bytea	   *fp;
+
+	if (!args->has_request)
+	{
+		*nullflag = 'n';
+		return (Datum) 0;
+	}
+	fp = (bytea *) palloc(VARHDRSZ + IDEM_FINGERPRINT_LEN);
+	SET_VARSIZE(fp, VARHDRSZ + IDEM_FINGERPRINT_LEN);
+	memcpy(VARDATA(fp), args->fingerprint, IDEM_FINGERPRINT_LEN);
+	*nullflag = ' ';
+	return PointerGetDatum(fp);
+}
+
+/*
+ * Try to insert a new row for the key.  Waits behind an uncommitted insert
+ * of the same key (the primary key decides).  True if our row went in.
+ */
+static bool
+insert_attempt(const BeginArgs *args, bool completed, TimestampTz now)
+{
+	Datum		values[8];
+	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	int			rc;
+
+	values[0] = PointerGetDatum(args->scope);
+	values[1] = PointerGetDatum(args->key);
+	values[3] = TimestampTzGetDatum(now);
+	if (completed)
+	{
+		values[2] = CStringGetTextDatum("completed");
+		nulls[4] = 'n';
+		values[4] = (Datum) 0;
+		values[5] = TimestampTzGetDatum(IdemTimestampPlus(now, &args->ttl));
+		values[6] = TimestampTzGetDatum(now);
+	}
+	else
+	{
+		TimestampTz lease_until = IdemTimestampPlus(now, &args->lease);
+
+		values[2] = CStringGetTextDatum("in_progress");
+		values[4] = TimestampTzGetDatum(lease_until);
+		values[5] = TimestampTzGetDatum(IdemTimestampPlus(lease_until, &args->ttl));
+		nulls[6] = 'n';
+		values[6] = (Datum) 0;
+	}
+	values[7] = fingerprint_datum(args, &nulls[7]);
+
+	rc = SPI_execute_plan(plans.insert, values, nulls, false, 1);
+	if (rc != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
+	return SPI_processed == 1;
+}
+
+/*
+ * Give a locked row to a new attempt: attempt one higher after a lapsed or
+ * released lease, a fresh key (attempt 1) after expiry.
+ */
+static int32
+take_over(const BeginArgs *args, const LedgerRow *row, RowStanding standing,
+		  bool completed, TimestampTz now)
+{
+	Datum		values[9];
+	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	int32		attempt = (standing == ROW_EXPIRED) ? 1 : row->attempt + 1;
+	int			rc;
+
+	values[0] = PointerGetDatum(args->scope);
+	values[1] = PointerGetDatum(args->key);
+	values[3] = Int32GetDatum(attempt);
+	if (standing == ROW_EXPIRED)
+		values[4] = TimestampTzGetDatum(now);
+	else
+	{
+		nulls[4] = 'n';
+		values[4] = (Datum) 0;
+	}
+	if (completed)
+	{
+		values[2] = CStringGetTextDatum("completed");
+		nulls[5] = 'n';
+		values[5] = (Datum) 0;
+		values[6] = TimestampTzGetDatum(IdemTimestampPlus(now, &args->ttl));
+		values[7] = TimestampTzGetDatum(now);
+	}
+	else
+	{
+		TimestampTz lease_until = IdemTimestampPlus(now, &args->lease);
+
+		values[2] = CStringGetTextDatum("in_progress");
+		values[5] = TimestampTzGetDatum(lease_until);
+		values[6] = TimestampTzGetDatum(IdemTimestampPlus(lease_until, &args->ttl));
+		nulls[7] = 'n';
+		values[7] = (Datum) 0;
+	}
+	values[8] = fingerprint_datum(args, &nulls[8]);
+
+	rc = SPI_execute_plan(plans.replace, values, nulls, false, 1);
+	if (rc != SPI_OK_UPDATE)
+		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed != 1)
+		elog(ERROR, "locked ledger row vanished during takeover");
+	return attempt;
+}
+
+/*
+ * idem_begin(key, request, scope, ttl, lease, wait) returns idem_result
+ *
+ * Claims the key for a new attempt ('started'), replays a completed one
+ * ('replayed') or reports that another attempt holds it ('in_progress').
+ */
+Datum
+idem_begin(PG_FUNCTION_ARGS)
+{
+	BeginArgs	args;
+	MemoryContext callercxt = CurrentMemoryContext;
+	Oid			nspid;
+	TimestampTz now;
+	Datum		result = (Datum) 0;
+	bool		done = false;
+
+	/* Validate everything before touching the ledger */
+	args.key = validated_key(fcinfo, 0);
+	args.scope = validated_scope(fcinfo, 2);
+	args.ttl = validated_interval(fcinfo, 3, "ttl", &IdemDefaultTtl);
+	args.lease = validated_interval(fcinfo, 4, "lease", &IdemDefaultLease);
+	require_arg(fcinfo, 5, "wait");
+	args.wait = PG_GETARG_BOOL(5);
+	args.has_request = !PG_ARGISNULL(1);
+	if (args.has_request)
+		IdemFingerprint(PG_GETARG_JSONB_P(1), args.fingerprint);
+
+	nspid = caller_namespace(fcinfo);
+	now = IdemNow();
+
+	SPI_connect();
+	ledger_prepare(nspid);
+
+	if (!args.wait && key_busy_elsewhere(nspid, args.scope, args.key))
+	{
+		SPI_finish();
+		PG_RETURN_DATUM(make_result(fcinfo, "in_progress", true, 0, true, 0,
+									true, 0));
+	}
+
+	for (int tries = 0; !done; tries++)
+	{
+		LedgerRow	row;
+		RowStanding standing;
+
+		if (tries >= IDEM_MAX_TRIES)
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("could not settle idempotency key \"%s\" under concurrent changes",
+							text_to_cstring(args.key)),
+					 errhint("Retry the transaction.")));
+
+		if (insert_attempt(&args, false, now))
+		{
+			SPI_finish();
+			result = make_result(fcinfo, "started", true, 0, true, 0, false, 1);
+			done = true;
+			break;
+		}
+
+		/* The key exists: read the committed row without locking it */
+		if (!fetch_row(plans.select, args.scope, args.key, &row))
+			continue;			/* deleted meanwhile: try the insert again */
+		standing = row_standing(&row, now);
+
+		if (standing == ROW_EXPIRED || standing == ROW_RELEASED ||
+			standing == ROW_LAPSED)
+		{
+			/* The row changes hands: lock it and look again */
+			if (standing == ROW_LAPSED && !same_request(&row, &args))
+				report_request_mismatch(&args);
+			if (!fetch_row(args.wait ? plans.lock : plans.lock_skip,
+						   args.scope, args.key, &row))
+			{
+				if (!args.wait &&
+					fetch_row(plans.select, args.scope, args.key, &row))
+				{
+					/* Someone else holds the row lock: they are taking over */
+					SPI_finish();
+					result = make_result(fcinfo, "in_progress", true, 0, true, 0,
+										 false, row.attempt);
+					done = true;
+					break;
+				}
+				continue;
+			}
+			standing = row_standing(&row, now);
+			if (standing == ROW_EXPIRED || standing == ROW_RELEASED ||
+				(standing == ROW_LAPSED && same_request(&row, &args)))
+			{
+				int32		attempt = take_over(&args, &row, standing, false, now);
+
+				SPI_finish();
+				result = make_result(fcinfo, "started", true, 0, true, 0,
+									 false, attempt);
+				done = true;
+				break;
+			}
+		}
+
+		/* A live row: completed or held */
+		if (!same_request(&row, &args))
+			report_request_mismatch(&args);
+		if (standing == ROW_COMPLETED)
+		{
+			MemoryContext spicxt = MemoryContextSwitchTo(callercxt);
+			Datum		response = (Datum) 0;
+
+			if (!row.response_null)
+				response = PointerGetDatum(PG_DETOAST_DATUM_COPY(row.response));
+			MemoryContextSwitchTo(spicxt);
+			SPI_finish();
+			result = make_result(fcinfo, "replayed", row.status_null, row.status,
+								 row.response_null, response, false, row.attempt);
+		}
+		else
+		{
+			SPI_finish();
+			result = make_result(fcinfo, "in_progress", true, 0, true, 0,
+								 false, row.attempt);
+		}
+		done = true;
+	}
+
+	PG_RETURN_DATUM(result);
+}
+
+/*
+ * Explain why finish or fail found no attempt of theirs: IK003 when a later
+ * attempt took the key over, IK002 otherwise.
+ */
+static void
+report_no_attempt(text *scope, text *key, bool attempt_given, int32 attempt,
+				  TimestampTz now, const char *verb)
+{
+	LedgerRow	row;
+	bool		found = fetch_row(plans.select, scope, key, &row);
+
+	if (found && attempt_given && row.attempt > attempt &&
+		row_standing(&row, now) != ROW_EXPIRED)
+		ereport(ERROR,
+				(errcode(ERRCODE_IDEM_SUPERSEDED),
+				 errmsg("attempt %d of idempotency key \"%s\" was superseded",
+						attempt, text_to_cstring(key)),
+				 errdetail("Attempt %d took the key over after this attempt's lease lapsed or it was released.",
+						   row.attempt),
+				 errhint("Nothing was stored; the newer attempt decides the outcome.")));
+
+	ereport(ERROR,
+			(errcode(ERRCODE_IDEM_NOT_IN_PROGRESS),
+			 errmsg("no attempt in progress for idempotency key \"%s\"",
+					text_to_cstring(key)),
+			 !found ?
+			 errdetail("The key was never begun, or its row expired and was swept.") :
+			 row_standing(&row, now) == ROW_EXPIRED ?
+			 errdetail("The key expired.") :
+			 row.is_completed ?
+			 errdetail("The key was already completed.") :
+			 row.lease_null ?
+			 errdetail("The attempt was released by idem_fail.") :
+			 errdetail("Attempt %d holds the key.", row.attempt),
+			 errhint("Call idem_begin first and %s only an attempt it started.",
+					 verb)));
+}
+
+/*
+ * idem_finish(key, response, status, scope, attempt) returns idem_result
+ *
+ * Completes the attempt in progress and stores what duplicates replay.
+ */
+Datum
+idem_finish(PG_FUNCTION_ARGS)
+{
+	text	   *key;
+	text	   *scope;
+	Datum		response;
+	int32		status;
+	Datum		values[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	TimestampTz now;
+	int32		attempt;
+	bool		isnull;
+	int			rc;
+
+	key = validated_key(fcinfo, 0);
+	require_arg(fcinfo, 2, "status");
+	status = PG_GETARG_INT32(2);
+	scope = validated_scope(fcinfo, 3);
+	response = PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1);
+
+	now = IdemNow();
+	SPI_connect();
+	ledger_prepare(caller_namespace(fcinfo));
+
+	values[0] = PointerGetDatum(scope);
+	values[1] = PointerGetDatum(key);
+	values[2] = Int32GetDatum(status);
+	values[3] = response;
+	if (PG_ARGISNULL(1))
+		nulls[3] = 'n';
+	values[4] = TimestampTzGetDatum(now);
+	values[5] = PG_ARGISNULL(4) ? (Datum) 0 : PG_GETARG_DATUM(4);
+	if (PG_ARGISNULL(4))
+		nulls[5] = 'n';
+
+	rc = SPI_execute_plan(plans.finish, values, nulls, false, 1);
+	if (rc != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed != 1)
+		report_no_attempt(scope, key, !PG_ARGISNULL(4),
+						  PG_ARGISNULL(4) ? 0 : PG_GETARG_INT32(4), now,
+						  "finish");
+	attempt = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
+										  SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_finish();
+
+	PG_RETURN_DATUM(make_result(fcinfo, "completed", false, status,
+								PG_ARGISNULL(1), response, false, attempt));
+}
+
+/*
+ * idem_fail(key, scope, attempt) returns void
+ *
+ * Releases the attempt in progress: the next begin starts afresh, with the
+ * attempt number one higher.
+ */
+Datum
+idem_fail(PG_FUNCTION_ARGS)
+{
+	text	   *key;
+	text	   *scope;
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	TimestampTz now;
+	int			rc;
+
+	key = validated_key(fcinfo, 0);
+	scope = validated_scope(fcinfo, 1);
+
+	now = IdemNow();
+	SPI_connect();
+	ledger_prepare(caller_namespace(fcinfo));
+
+	values[0] = PointerGetDatum(scope);
+	values[1] = PointerGetDatum(key);
+	values[2] = TimestampTzGetDatum(now);
+	values[3] = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
+	if (PG_ARGISNULL(2))
+		nulls[3] = 'n';
+
+	rc = SPI_execute_plan(plans.release, values, nulls, false, 1);
+	if (rc != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed != 1)
+		report_no_attempt(scope, key, !PG_ARGISNULL(2),
+						  PG_ARGISNULL(2) ? 0 : PG_GETARG_INT32(2), now,
+						  "release");
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+/*
+ * idem_once(key, scope, ttl) returns boolean
+ *
+ * Consumer de-duplication: records the key as completed in the caller's
+ * transaction and returns true, or returns false while a record lives.
+ */
+Datum
+idem_once(PG_FUNCTION_ARGS)
+{
+	BeginArgs	args;
+	TimestampTz now;
+	bool		first = false;
+
+	args.key = validated_key(fcinfo, 0);
+	args.scope = validated_scope(fcinfo, 1);
+	args.ttl = validated_interval(fcinfo, 2, "ttl", &IdemDefaultTtl);
+	args.lease = IdemDefaultLease;
+	args.wait = true;
+	args.has_request = false;
+
+	now = IdemNow();
+	SPI_connect();
+	ledger_prepare(caller_namespace(fcinfo));
+
+	for (int tries = 0;; tries++)
+	{
+		LedgerRow	row;
+		RowStanding standing;
+
+		if (tries >= IDEM_MAX_TRIES)
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("could not settle idempotency key \"%s\" under concurrent changes",
+							text_to_cstring(args.key)),
+					 errhint("Retry the transaction.")));
+
+		if (insert_attempt(&args, true, now))
+		{
+			first = true;
+			break;
+		}
+		if (!fetch_row(plans.select, args.scope, args.key, &row))
+			continue;
+		standing = row_standing(&row, now);
+		if (standing == ROW_COMPLETED || standing == ROW_HELD)
+			break;
+
+		/* Expired, released or lapsed: take it over under a lock */
+		if (!fetch_row(plans.lock, args.scope, args.key, &row))
+			continue;
+		standing = row_standing(&row, now);
+		if (standing == ROW_COMPLETED || standing == ROW_HELD)
+			break;
+		take_over(&args, &row, standing, true, now);
+		first = true;
+		break;
+	}
+
+	SPI_finish();
+	PG_RETURN_BOOL(first);
+}
+
+/*
+ * Delete up to batch_size expired rows whose ctid follows *cursor, never
+ * waiting on a row a foreground caller holds.  Advances *cursor to the last
+ * row deleted; *reached_end tells that the scan ran off the table's end.
+ */
+uint64
+LedgerSweepBatch(Oid nspid, int batch_size, ItemPointer cursor,
+				 bool *reached_end)
+{
+	Datum		values[3];
+	int			rc;
+	uint64		deleted;
+
+	SPI_connect();
+	ledger_prepare(nspid);
+
+	values[0] = PointerGetDatum(cursor);
+	values[1] = TimestampTzGetDatum(IdemNow());
+	values[2] = Int32GetDatum(batch_size);
+	rc = SPI_execute_plan(plans.sweep, values, NULL, false, 0);
+	if (rc != SPI_OK_DELETE_RETURNING)
+		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
+	deleted = SPI_processed;
+	for (uint64 i = 0; i < deleted; i++)
+	{
+		bool		isnull;
+		ItemPointer tid = (ItemPointer) DatumGetPointer(SPI_getbinval(SPI_tuptable->vals[i],
+															SPI_tuptable->tupdesc,
+															1, &isnull));
+
+		if (ItemPointerCompare(tid, cursor) > 0)
+			ItemPointerCopy(tid, cursor);
+	}
+	*reached_end = (deleted < (uint64) batch_size);
+	SPI_finish();
+	return deleted;
+}
+
+/* Number of rows that have expired and wait for the sweeper */
+int64
+LedgerCountExpired(Oid nspid)
+{
+	Datum		values[1];
+	int			rc;
+	bool		isnull;
+	int64		count;
+
+	SPI_connect();
+	ledger_prepare(nspid);
+	values[0] = TimestampTzGetDatum(IdemNow());
+	rc = SPI_execute_plan(plans.count_expired, values, NULL, true, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
+	count = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+										SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_finish();
+	return count;
+}
+
+/*
+ * idem_sweep(batch_size) returns bigint
+ *
+ * One short batch of the sweeper, on demand: deletes up to batch_size
+ * expired keys and returns how many it removed.
+ */
+Datum
+idem_sweep(PG_FUNCTION_ARGS)
+{
+	int			batch_size = IdemSweepBatchSize;
+	ItemPointerData cursor;
+	bool		reached_end;
+
+	if (!PG_ARGISNULL(0))
+	{
+		batch_size = PG_GETARG_INT32(0);
+		if (batch_size <= 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("batch_size must be greater than zero"),
+					 errdetail("The batch_size given was %d.", batch_size)));
+	}
+	ItemPointerSet(&cursor, 0, 0);
+	PG_RETURN_INT64((int64) LedgerSweepBatch(caller_namespace(fcinfo),
+											 batch_size, &cursor,
+											 &reached_end));
+}
+
+/*
+ * idem_set_logged(logged) returns void
+ *
+ * Switches the ledger between a logged and an UNLOGGED table.  ALTER TABLE
+ * rewrites it under an exclusive lock; the caller must own the ledger.
+ */
+Datum
+idem_set_logged(PG_FUNCTION_ARGS)
+{
+	char	   *nspname;
+	char	   *sql;
+	int			rc;
+
+	require_arg(fcinfo, 0, "logged");
+	nspname = get_namespace_name(caller_namespace(fcinfo));
+	sql = psprintf("ALTER TABLE %s.%s SET %s",
+				   quote_identifier(nspname),
+				   quote_identifier(IDEM_LEDGER_NAME),
+				   PG_GETARG_BOOL(0) ? "LOGGED" : "UNLOGGED");
+
+	SPI_connect();
+	rc = SPI_execute(sql, false, 0);
+	if (rc != SPI_OK_UTILITY)
+		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(rc));
+	SPI_finish();
+	pfree(sql);
+	PG_RETURN_VOID();
+}
