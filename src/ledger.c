@@ -258,6 +258,16 @@ ledger_prepare(Oid nspid)
 	pfree(ledger);
 }
 
+/* Connect to SPI, checking the result as every SPI call is checked */
+static void
+ledger_connect(void)
+{
+	int			rc = SPI_connect();
+
+	if (rc != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed: %s", SPI_result_code_string(rc));
+}
+
 /* The schema of the extension, as the schema of the function called */
 static Oid
 caller_namespace(FunctionCallInfo fcinfo)
@@ -659,7 +669,7 @@ idem_begin(PG_FUNCTION_ARGS)
 	nspid = caller_namespace(fcinfo);
 	now = IdemNow();
 
-	SPI_connect();
+	ledger_connect();
 	ledger_prepare(nspid);
 
 	if (!args.wait && key_busy_elsewhere(nspid, args.scope, args.key))
@@ -820,7 +830,7 @@ idem_finish(PG_FUNCTION_ARGS)
 	response = PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1);
 
 	now = IdemNow();
-	SPI_connect();
+	ledger_connect();
 	ledger_prepare(caller_namespace(fcinfo));
 
 	values[0] = PointerGetDatum(scope);
@@ -869,7 +879,7 @@ idem_fail(PG_FUNCTION_ARGS)
 	scope = validated_scope(fcinfo, 1);
 
 	now = IdemNow();
-	SPI_connect();
+	ledger_connect();
 	ledger_prepare(caller_namespace(fcinfo));
 
 	values[0] = PointerGetDatum(scope);
@@ -911,7 +921,7 @@ idem_once(PG_FUNCTION_ARGS)
 	args.has_request = false;
 
 	now = IdemNow();
-	SPI_connect();
+	ledger_connect();
 	ledger_prepare(caller_namespace(fcinfo));
 
 	for (int tries = 0;; tries++)
@@ -965,7 +975,7 @@ LedgerSweepBatch(Oid nspid, int batch_size, ItemPointer cursor,
 	int			rc;
 	uint64		deleted;
 
-	SPI_connect();
+	ledger_connect();
 	ledger_prepare(nspid);
 
 	values[0] = PointerGetDatum(cursor);
@@ -999,7 +1009,7 @@ LedgerCountExpired(Oid nspid)
 	bool		isnull;
 	int64		count;
 
-	SPI_connect();
+	ledger_connect();
 	ledger_prepare(nspid);
 	values[0] = TimestampTzGetDatum(IdemNow());
 	rc = SPI_execute_plan(plans.count_expired, values, NULL, true, 1);
@@ -1059,7 +1069,7 @@ idem_set_logged(PG_FUNCTION_ARGS)
 				   quote_identifier(IDEM_LEDGER_NAME),
 				   PG_GETARG_BOOL(0) ? "LOGGED" : "UNLOGGED");
 
-	SPI_connect();
+	ledger_connect();
 	rc = SPI_execute(sql, false, 0);
 	if (rc != SPI_OK_UTILITY)
 		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(rc));
