@@ -101,19 +101,16 @@ append_u_escape(StringInfo out, unsigned int cp)
 }
 
 /*
- * Append a quoted string as json.dumps with ensure_ascii=True does: only the
- * printable ASCII range ' '..'~' stays literal (less '"' and '\\'), the usual
- * short escapes are used, and everything else becomes \uXXXX, astral code
- * points as a surrogate pair.
+ * Append a quoted UTF-8 string as json.dumps with ensure_ascii=True does:
+ * only the printable ASCII range ' '..'~' stays literal (less '"' and '\\'),
+ * the usual short escapes are used, and everything else becomes \uXXXX,
+ * astral code points as a surrogate pair.
  */
 static void
-canon_string(StringInfo out, const char *str, int len)
+canon_utf8_string(StringInfo out, const char *utf8, int ulen)
 {
-	const unsigned char *s;
-	int			ulen;
+	const unsigned char *s = (const unsigned char *) utf8;
 	int			i = 0;
-
-	s = (const unsigned char *) string_as_utf8(str, len, &ulen);
 
 	appendStringInfoCharMacro(out, '"');
 	while (i < ulen)
@@ -191,11 +188,93 @@ canon_string(StringInfo out, const char *str, int len)
 }
 
 /*
+ * Append a quoted jsonb string, which is in the database encoding.
+ */
+static void
+canon_string(StringInfo out, const char *str, int len)
+{
+	const char *utf8;
+	int			ulen;
+
+	utf8 = string_as_utf8(str, len, &ulen);
+	canon_utf8_string(out, utf8, ulen);
+	if (utf8 != str)
+		pfree((char *) utf8);
+}
+
+/*
+ * Does 0.DIGITS * 10^decpt read back as exactly the double mag?
+ */
+static bool
+digits_round_trip(const char *digits, int ndigits, int decpt, double mag)
+{
+	char		buf[DOUBLE_SHORTEST_DECIMAL_LEN + 16];
+
+	snprintf(buf, sizeof(buf), "0.%.*se%d", ndigits, digits, decpt);
+	return strtod(buf, NULL) == mag;
+}
+
+/*
+ * Shorten Ryu's digits by one where Python's dtoa would.
+ *
+ * PostgreSQL builds Ryu without accepting the bounds of the rounding
+ * interval, while Python's dtoa accepts a bound that reads back as the
+ * double (round-half-even).  So when a decimal one digit shorter lies
+ * exactly on a bound, Python prints it and PostgreSQL does not: try the
+ * two neighbours one digit shorter and keep one that reads back.
+ */
+static void
+shorten_to_bound(char *digits, int *ndigits, int *decpt, double mag)
+{
+	char		up[DOUBLE_SHORTEST_DECIMAL_LEN + 1];
+	int			n = *ndigits - 1;
+	int			updecpt = *decpt;
+	int			k;
+
+	if (n < 1)
+		return;
+
+	/* the shorter neighbour towards zero */
+	k = n;
+	while (k > 1 && digits[k - 1] == '0')
+		k--;
+	if (digits_round_trip(digits, k, *decpt, mag))
+	{
+		*ndigits = k;
+		return;
+	}
+
+	/* the shorter neighbour away from zero, carrying into a new digit */
+	memcpy(up, digits, n);
+	k = n - 1;
+	while (k >= 0 && up[k] == '9')
+		up[k--] = '0';
+	if (k >= 0)
+		up[k]++;
+	else
+	{
+		memmove(up + 1, up, n);
+		up[0] = '1';
+		n++;
+		updecpt++;
+	}
+	while (n > 1 && up[n - 1] == '0')
+		n--;
+	if (n < *ndigits && digits_round_trip(up, n, updecpt, mag))
+	{
+		memcpy(digits, up, n);
+		*ndigits = n;
+		*decpt = updecpt;
+	}
+}
+
+/*
  * Append a finite, non-zero double as Python's repr(float) prints it.
  *
- * Ryu gives the same shortest round-trip digits as Python's dtoa; only the
- * layout differs, so take the digits and the decimal point position from
- * PostgreSQL's output and lay them out again the Python way.
+ * Ryu and Python's dtoa both find the shortest digits that read back as the
+ * double; only the layout differs (and a bound case, see shorten_to_bound),
+ * so take the digits and the decimal point position from PostgreSQL's
+ * output and lay them out again the Python way.
  */
 static void
 canon_python_float(StringInfo out, double d)
@@ -243,6 +322,7 @@ canon_python_float(StringInfo out, double d)
 	while (ndigits > 1 && digits[ndigits - 1] == '0')
 		ndigits--;
 	decpt = intdigits + exp10 - lead;
+	shorten_to_bound(digits, &ndigits, &decpt, fabs(d));
 
 	if (decpt < PY_REPR_MIN_FIXED_DECPT || decpt > PY_REPR_MAX_FIXED_DECPT)
 	{
@@ -280,6 +360,16 @@ canon_python_float(StringInfo out, double d)
 		appendStringInfoChar(out, '.');
 		appendBinaryStringInfo(out, digits + decpt, ndigits - decpt);
 	}
+}
+
+/*
+ * The Numeric of a jsonb number, safe for the Numeric macros whatever
+ * varlena header it was stored with (a no-op for the usual 4-byte header).
+ */
+static Numeric
+scalar_numeric(JsonbValue *v)
+{
+	return DatumGetNumeric(NumericGetDatum(v->val.numeric));
 }
 
 /*
@@ -343,7 +433,7 @@ canon_value(StringInfo out, JsonbValue *v)
 			canon_string(out, v->val.string.val, v->val.string.len);
 			break;
 		case jbvNumeric:
-			canon_number(out, DatumGetNumeric(NumericGetDatum(v->val.numeric)));
+			canon_number(out, scalar_numeric(v));
 			break;
 		case jbvBinary:
 			canon_container(out, v->val.binary.data);
@@ -436,7 +526,7 @@ canon_container(StringInfo out, JsonbContainer *jc)
 		{
 			if (i > 0)
 				appendBinaryStringInfo(out, ", ", 2);
-			canon_string(out, pairs[i].key, pairs[i].keylen);
+			canon_utf8_string(out, pairs[i].key, pairs[i].keylen);
 			appendBinaryStringInfo(out, ": ", 2);
 			canon_value(out, &pairs[i].value);
 		}
@@ -509,6 +599,26 @@ fp_token(FpState *st, char tag, const char *data, int len)
 }
 
 /*
+ * Add a string, in UTF-8 where the database encoding can be converted, so
+ * that a fingerprint stays the same when the ledger moves to a database of
+ * another encoding.  Conversion keeps distinct strings distinct.  SQL_ASCII
+ * bytes go in as they are: they need not be valid UTF-8.
+ */
+static void
+fp_string(FpState *st, char tag, const char *str, int len)
+{
+	int			enc = GetDatabaseEncoding();
+	const char *utf8 = str;
+	int			ulen = len;
+
+	if (enc != PG_UTF8 && enc != PG_SQL_ASCII && len > 0)
+		utf8 = string_as_utf8(str, len, &ulen);
+	fp_token(st, tag, utf8, ulen);
+	if (utf8 != str)
+		pfree((char *) utf8);
+}
+
+/*
  * Add one scalar.  Numbers go in by value (numeric_normalize drops
  * insignificant zeros, so 1, 1.0 and 1.00 agree), strings by their bytes,
  * as jsonb equality compares them.
@@ -525,13 +635,13 @@ fp_scalar(FpState *st, JsonbValue *v)
 			fp_token(st, v->val.boolean ? 't' : 'f', NULL, 0);
 			break;
 		case jbvString:
-			fp_token(st, 's', v->val.string.val, v->val.string.len);
+			fp_string(st, 's', v->val.string.val, v->val.string.len);
 			break;
 		case jbvNumeric:
 			{
 				char	   *norm;
 
-				norm = numeric_normalize(DatumGetNumeric(NumericGetDatum(v->val.numeric)));
+				norm = numeric_normalize(scalar_numeric(v));
 				fp_token(st, 'n', norm, strlen(norm));
 				pfree(norm);
 				break;
@@ -556,6 +666,9 @@ IdemFingerprint(Jsonb *request, uint8 *out)
 	JsonbIterator *it;
 	JsonbIteratorToken tok;
 	JsonbValue	v;
+
+	StaticAssertStmt(IDEM_FINGERPRINT_LEN == PG_SHA256_DIGEST_LENGTH,
+					 "a fingerprint is a SHA-256 digest");
 
 	st.ctx = pg_cryptohash_create(PG_SHA256);
 	if (st.ctx == NULL)
@@ -588,7 +701,7 @@ IdemFingerprint(Jsonb *request, uint8 *out)
 				fp_token(&st, '}', NULL, 0);
 				break;
 			case WJB_KEY:
-				fp_token(&st, 'k', v.val.string.val, v.val.string.len);
+				fp_string(&st, 'k', v.val.string.val, v.val.string.len);
 				break;
 			case WJB_VALUE:
 			case WJB_ELEM:
@@ -656,12 +769,12 @@ idem_key(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("entity must not be null"),
+				 errmsg("entity must not be NULL"),
 				 errhint("Pass the name of what the key protects, such as 'order'.")));
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("action must not be null"),
+				 errmsg("action must not be NULL"),
 				 errhint("Pass the name of the operation, such as 'create'.")));
 
 	ctx = pg_cryptohash_create(PG_SHA256);
