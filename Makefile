@@ -1,9 +1,9 @@
 # Makefile for the idempotency extension (PGXS)
 
-EXTENSION = idempotency
+EXTENSION = idempotency idempotency_tap
 MODULE_big = idempotency
-OBJS = src/idempotency.o src/ledger.o src/fingerprint.o src/launcher.o src/sweeper.o
-DATA = idempotency--1.0.sql
+OBJS = src/idempotency.o src/ledger.o src/ledger_direct.o src/fingerprint.o src/launcher.o src/sweeper.o
+DATA = idempotency--1.0.sql idempotency_tap--1.0.sql
 PGFILEDESC = "idempotency - idempotency keys inside PostgreSQL"
 
 PG_CFLAGS += -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare \

@@ -5,7 +5,8 @@
 
 -- The ledger: one row per (scope, key).  The primary key arbitrates between
 -- concurrent duplicates.  Only the primary key is indexed, so that finishing
--- an attempt is a HOT update.
+-- an attempt is a HOT update.  The extension's functions are the only
+-- writers, so state needs no CHECK constraint evaluated on every write.
 CREATE TABLE @extschema@.idem_ledger (
     scope       text        NOT NULL,
     key         text        NOT NULL,
@@ -18,9 +19,7 @@ CREATE TABLE @extschema@.idem_ledger (
     lease_until timestamptz,
     finished_at timestamptz,
     fingerprint bytea,
-    CONSTRAINT idem_ledger_pkey PRIMARY KEY (scope, key),
-    CONSTRAINT idem_ledger_state_check
-        CHECK (state OPERATOR(pg_catalog.=) ANY (ARRAY['in_progress', 'completed']::text[]))
+    CONSTRAINT idem_ledger_pkey PRIMARY KEY (scope, key)
 ) WITH (fillfactor = 90);
 
 COMMENT ON TABLE @extschema@.idem_ledger IS
@@ -178,3 +177,63 @@ GRANT EXECUTE ON FUNCTION
     @extschema@.idem_fingerprint(jsonb),
     @extschema@.idem_canonical(jsonb)
 TO idempotency_user;
+
+-- The sweeper
+--
+-- With shared_preload_libraries = 'idempotency' a launcher runs a sweeper in
+-- every database that has the extension; without it, idem_sweeper_start()
+-- runs one for the current database.  These functions are for superusers:
+-- none is granted to idempotency_user.
+
+CREATE FUNCTION @extschema@.idem_sweeper_start()
+RETURNS integer
+AS 'MODULE_PATHNAME', 'idem_sweeper_start'
+LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION @extschema@.idem_sweeper_start() IS
+'Start a background sweeper for the current database and return its process id (the running one''s if any); when the library is preloaded, ask the launcher to sweep this database now';
+
+CREATE FUNCTION @extschema@.idem_sweeper_stop()
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'idem_sweeper_stop'
+LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION @extschema@.idem_sweeper_stop() IS
+'Stop the sweeper that idem_sweeper_start() started for the current database and wait until it is gone; false when none ran';
+
+CREATE FUNCTION @extschema@.idem_sweeper_status(
+    OUT datname            name,
+    OUT pid                integer,
+    OUT state              text,
+    OUT last_pass_started  timestamptz,
+    OUT last_pass_finished timestamptz,
+    OUT removed_last_pass  bigint,
+    OUT removed_total      bigint,
+    OUT expired_waiting    bigint,
+    OUT longest_batch      interval,
+    OUT next_pass          timestamptz,
+    OUT last_error         text)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'idem_sweeper_status'
+LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION @extschema@.idem_sweeper_status() IS
+'One row per database with a sweeper, and one for the current database: state (sweeping, idle, failing, stopped, off), when the last pass ran, keys removed by it and since server start, expired keys waiting (current database only), longest batch, next pass, last error';
+
+CREATE FUNCTION @extschema@.idem_sweeper_wake()
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'idem_sweeper_wake'
+LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION @extschema@.idem_sweeper_wake() IS
+'Tell the launcher, once the transaction commits, that this database has a ledger to sweep (CREATE EXTENSION calls it); false when the library is not preloaded';
+
+REVOKE ALL ON FUNCTION
+    @extschema@.idem_sweeper_start(),
+    @extschema@.idem_sweeper_stop(),
+    @extschema@.idem_sweeper_status(),
+    @extschema@.idem_sweeper_wake()
+FROM PUBLIC;
+
+-- A new ledger gets its sweeper at once rather than at the launcher's next look
+SELECT @extschema@.idem_sweeper_wake();

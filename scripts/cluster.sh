@@ -11,8 +11,13 @@
 #   cluster_destroy        stop it and remove its directory
 #   cluster_as_user CMD..  run CMD as the cluster's OS user, with PATH, PGHOST and
 #                          PGPORT pointing at the cluster
+#   cluster_as_user_timeout SECS CMD..   the same, killed after SECS seconds
 #   cluster_psql ARGS..    psql as the cluster's OS user, quiet, stopping on error
 #   cluster_at_exit CMD    run the shell command CMD at exit (last added, first run)
+#   cluster_build_extension SRC TREE
+#                          copy the source tree SRC to TREE (owned by the cluster's
+#                          OS user), build it there and install it, as root or
+#                          through sudo, under flock /tmp/idem-build.lock
 #
 # cluster_create arranges for cluster_destroy to run when the shell exits.  When
 # the invoker is root the cluster runs as the "postgres" OS user (initdb refuses
@@ -75,22 +80,33 @@ cluster_os_user() {
 # Run a command as the cluster's OS user.  PATH starts with the server's bindir
 # so that initdb, pg_ctl and psql are PostgreSQL 15's and not a wrapper's.
 cluster_as_user() {
+	cluster_as_user_timeout 0 "$@"
+}
+
+# The same, killed (with everything it started) after SECS seconds; 0: no limit.
+cluster_as_user_timeout() {
+	local secs=$1
+	shift
 	local bindir=${CLUSTER_BINDIR:-$("$PG_CONFIG" --bindir)}
-	local -a envs=("PATH=$bindir:$PATH")
-	[ -n "$CLUSTER_SOCKDIR" ] && envs+=("PGHOST=$CLUSTER_SOCKDIR" "PGPORT=$CLUSTER_PORT")
+	local -a cmd=(env "PATH=$bindir:$PATH")
+	[ -n "$CLUSTER_SOCKDIR" ] && cmd+=("PGHOST=$CLUSTER_SOCKDIR" "PGPORT=$CLUSTER_PORT")
 	if [ "$(id -u)" -eq 0 ]; then
-		runuser -u "${CLUSTER_USER:-postgres}" -- env "${envs[@]}" "$@"
-	else
-		env "${envs[@]}" "$@"
+		cmd=(runuser -u "${CLUSTER_USER:-postgres}" -- "${cmd[@]}")
 	fi
+	if [ "$secs" -gt 0 ]; then
+		cmd=(timeout -k 15 "$secs" "${cmd[@]}")
+	fi
+	"${cmd[@]}" "$@"
 }
 
 cluster_psql() {
 	cluster_as_user psql -X -q -v ON_ERROR_STOP=1 "$@"
 }
 
-# True when nothing seems to use PORT: no listening TCP socket and no server
-# answering on the usual socket directories.
+# True when nothing seems to use PORT: no listening TCP socket, no socket in the
+# usual directories or in another throwaway cluster of these scripts, and no
+# server answering.  (Our servers listen on a private socket only, so a clash
+# would be harmless; distinct ports just keep logs and ps output clear.)
 _cluster_port_free() {
 	local port=$1 d
 	if command -v ss >/dev/null 2>&1; then
@@ -100,6 +116,8 @@ _cluster_port_free() {
 		[ -e "$d/.s.PGSQL.$port" ] && return 1
 		[ -e "$d/.s.PGSQL.$port.lock" ] && return 1
 	done
+	compgen -G "/tmp/idem-*/port.$port" >/dev/null && return 1
+	compgen -G "/tmp/idem-*/cluster/port.$port" >/dev/null && return 1
 	if command -v pg_isready >/dev/null 2>&1; then
 		pg_isready -q -h localhost -p "$port" -t 1 >/dev/null 2>&1
 		[ $? -eq 2 ] || return 1
@@ -162,6 +180,7 @@ cluster_create() {
 	fi
 
 	CLUSTER_PORT=$(_cluster_pick_port) || return 1
+	: >"$CLUSTER_DIR/port.$CLUSTER_PORT"   # taken, for the next cluster_create
 
 	local initlog=$CLUSTER_DIR/initdb.log
 	if ! cluster_as_user initdb -D "$CLUSTER_DATA" -U "$CLUSTER_USER" -A trust \
@@ -219,4 +238,72 @@ cluster_destroy() {
 	CLUSTER_DIR=
 	CLUSTER_DATA=
 	CLUSTER_SOCKDIR=
+}
+
+# True when the installed module, control files and scripts are the ones in TREE.
+_cluster_installed_is_current() {
+	local tree=$1 f ext_dir lib_dir
+	ext_dir=$("$PG_CONFIG" --sharedir)/extension
+	lib_dir=$("$PG_CONFIG" --pkglibdir)
+	cmp -s "$tree/idempotency.so" "$lib_dir/idempotency.so" || return 1
+	for f in "$tree"/*.control "$tree"/*--*.sql; do
+		cmp -s "$f" "$ext_dir/$(basename "$f")" || return 1
+	done
+}
+
+cluster_build_extension() {
+	local src=$1 tree=$2 user log
+	local -a install sudo=()
+	user=$(cluster_os_user)
+	log=$(dirname "$tree")/build.log
+
+	mkdir -p "$tree"
+	if ! tar -C "$src" -cf - \
+			--exclude=./.git --exclude=./results --exclude=./output_iso --exclude=./tmp_check \
+			--exclude=./tmp_check_iso --exclude=./log --exclude=./.cluster \
+			--exclude=./regression.diffs --exclude=./regression.out \
+			--exclude='*.o' --exclude='*.so' --exclude='*.bc' . |
+			tar -C "$tree" -xf -; then
+		cluster_log "copying $src to $tree failed"
+		return 1
+	fi
+	if [ "$(id -u)" -eq 0 ]; then
+		chown -R "$user:" "$tree" || return 1
+	fi
+	cluster_log "copied $src to $tree"
+
+	# The prefix map keeps the throwaway path out of the binary, so that equal
+	# sources give an equal idempotency.so wherever they were built.
+	if ! cluster_as_user make -C "$tree" PG_CONFIG="$PG_CONFIG" COPT="-ffile-prefix-map=$tree=." \
+			-j"$(nproc 2>/dev/null || echo 2)" >"$log" 2>&1; then
+		cat "$log" >&2
+		cluster_log "make failed"
+		return 1
+	fi
+	grep -E 'warning:' "$log" >&2 || true
+	cluster_log "built idempotency.so ($(grep -c 'warning:' "$log") compiler warnings)"
+
+	install=(make -C "$tree" PG_CONFIG="$PG_CONFIG" install)
+	if command -v flock >/dev/null 2>&1; then
+		install=(flock /tmp/idem-build.lock "${install[@]}")
+	fi
+	if [ "$(id -u)" -ne 0 ]; then
+		if _cluster_installed_is_current "$tree"; then
+			cluster_log "the installed extension is this build already; not installing"
+			return 0
+		elif ! command -v sudo >/dev/null 2>&1; then
+			cluster_log "not root and no sudo: cannot install; run 'make install' as root first"
+			return 1
+		elif [ -t 0 ]; then
+			sudo=(sudo)
+		else
+			sudo=(sudo -n)
+		fi
+	fi
+	if ! "${sudo[@]}" "${install[@]}" >>"$log" 2>&1; then
+		tail -n 30 "$log" >&2
+		cluster_log "make install failed"
+		return 1
+	fi
+	cluster_log "installed into $("$PG_CONFIG" --pkglibdir) and $("$PG_CONFIG" --sharedir)/extension"
 }

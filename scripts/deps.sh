@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # scripts/deps.sh: install the Debian 12 packages that building and testing idempotency need.
 #
-# Usage: bash scripts/deps.sh
+# Usage: bash scripts/deps.sh [--dry-run]
+#
+# --dry-run prints the packages that are missing and installs nothing.
 #
 # Idempotent: when every package is already installed it does nothing, not even
 # apt-get update.  As root it installs directly; otherwise through sudo, and only
@@ -53,9 +55,23 @@ if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>
 	exit 1
 fi
 
+DRY_RUN=0
+case "${1:-}" in
+	--dry-run) DRY_RUN=1 ;;
+	"") ;;
+	*)
+		echo "usage: bash scripts/deps.sh [--dry-run]" >&2
+		exit 2
+		;;
+esac
+
 mapfile -t missing < <(missing_packages)
 if [ "${#missing[@]}" -eq 0 ]; then
 	log "all packages present"
+	exit 0
+fi
+if [ "$DRY_RUN" = 1 ]; then
+	log "would install: ${missing[*]}"
 	exit 0
 fi
 

@@ -43,6 +43,7 @@
 #include "utils/timestamp.h"
 
 #include "idempotency.h"
+#include "ledger.h"
 
 PG_FUNCTION_INFO_V1(idem_begin);
 PG_FUNCTION_INFO_V1(idem_finish);
@@ -50,9 +51,6 @@ PG_FUNCTION_INFO_V1(idem_fail);
 PG_FUNCTION_INFO_V1(idem_once);
 PG_FUNCTION_INFO_V1(idem_sweep);
 PG_FUNCTION_INFO_V1(idem_set_logged);
-
-/* Longest ttl or lease accepted */
-#define IDEM_MAX_INTERVAL_YEARS 100
 
 /* How often one call retries after a concurrent delete or update */
 #define IDEM_MAX_TRIES 16
@@ -91,12 +89,20 @@ static const char *replace_sql =
 "       expires_at = $7, finished_at = $8, fingerprint = $9"
 " WHERE scope OPERATOR(pg_catalog.=) $1 AND key OPERATOR(pg_catalog.=) $2";
 
-/* The ttl given to begin is kept as the distance from lease end to expiry */
+/*
+ * The ttl given to begin is kept as the distance from lease end to expiry.
+ * It is turned back into an interval of exact seconds: the difference of two
+ * timestamps comes back in days, and adding days would follow the session's
+ * daylight-saving changes (a 24-hour ttl kept 23 or 25 hours).
+ */
+#define TTL_OF_ATTEMPT \
+	"pg_catalog.make_interval(secs => pg_catalog.date_part('epoch'," \
+	" expires_at OPERATOR(pg_catalog.-) lease_until))"
+
 static const char *finish_sql =
 "UPDATE %s SET state = 'completed', status = $3, response = $4,"
 "       finished_at = $5,"
-"       expires_at = $5 OPERATOR(pg_catalog.+)"
-"                    (expires_at OPERATOR(pg_catalog.-) lease_until),"
+"       expires_at = $5 OPERATOR(pg_catalog.+) " TTL_OF_ATTEMPT ","
 "       lease_until = NULL"
 " WHERE scope OPERATOR(pg_catalog.=) $1 AND key OPERATOR(pg_catalog.=) $2"
 "   AND state OPERATOR(pg_catalog.=) 'in_progress'"
@@ -107,8 +113,7 @@ static const char *finish_sql =
 
 static const char *release_sql =
 "UPDATE %s SET lease_until = NULL,"
-"       expires_at = $3 OPERATOR(pg_catalog.+)"
-"                    (expires_at OPERATOR(pg_catalog.-) lease_until)"
+"       expires_at = $3 OPERATOR(pg_catalog.+) " TTL_OF_ATTEMPT
 " WHERE scope OPERATOR(pg_catalog.=) $1 AND key OPERATOR(pg_catalog.=) $2"
 "   AND state OPERATOR(pg_catalog.=) 'in_progress'"
 "   AND lease_until IS NOT NULL"
@@ -144,44 +149,6 @@ typedef struct LedgerPlans
 } LedgerPlans;
 
 static LedgerPlans plans = {InvalidOid};
-
-/* A ledger row as read by select_sql / lock_sql */
-typedef struct LedgerRow
-{
-	bool		is_completed;
-	bool		status_null;
-	int32		status;
-	Datum		response;		/* valid while SPI is connected */
-	bool		response_null;
-	int32		attempt;
-	bool		fingerprint_null;
-	uint8		fingerprint[IDEM_FINGERPRINT_LEN];
-	TimestampTz expires_at;
-	bool		lease_null;
-	TimestampTz lease_until;
-} LedgerRow;
-
-/* What a row means for a new caller, at a given time */
-typedef enum RowStanding
-{
-	ROW_COMPLETED,				/* live completed key: replay */
-	ROW_HELD,					/* live attempt under a live lease */
-	ROW_LAPSED,					/* attempt whose lease ran out */
-	ROW_RELEASED,				/* attempt released by idem_fail */
-	ROW_EXPIRED					/* counts as absent */
-} RowStanding;
-
-/* The arguments of idem_begin and idem_once, validated */
-typedef struct BeginArgs
-{
-	text	   *key;
-	text	   *scope;
-	bool		has_request;
-	uint8		fingerprint[IDEM_FINGERPRINT_LEN];
-	Interval	ttl;
-	Interval	lease;
-	bool		wait;
-} BeginArgs;
 
 /*
  * Prepare one statement on the ledger and keep it for the backend's life.
@@ -392,6 +359,7 @@ read_row(LedgerRow *row)
 		else
 			memcpy(row->fingerprint, VARDATA_ANY(fp), IDEM_FINGERPRINT_LEN);
 	}
+	row->created_at = 0;			/* not read on the SQL path */
 	row->expires_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 6, &isnull));
 	d = SPI_getbinval(tup, desc, 7, &row->lease_null);
 	row->lease_until = row->lease_null ? 0 : DatumGetTimestampTz(d);
@@ -598,8 +566,17 @@ take_over(const BeginArgs *args, const LedgerRow *row, RowStanding standing,
 {
 	Datum		values[9];
 	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
-	int32		attempt = (standing == ROW_EXPIRED) ? 1 : row->attempt + 1;
+	int32		attempt;
 	int			rc;
+
+	/*
+	 * An expired completed key starts afresh.  Any other takeover counts on,
+	 * so that a late finish by an earlier owner meets IK003.
+	 */
+	if (standing == ROW_EXPIRED && row->is_completed)
+		attempt = 1;
+	else
+		attempt = row->attempt + 1;
 
 	values[0] = PointerGetDatum(args->scope);
 	values[1] = PointerGetDatum(args->key);
@@ -640,6 +617,84 @@ take_over(const BeginArgs *args, const LedgerRow *row, RowStanding standing,
 }
 
 /*
+ * The columns of a new row for args: an attempt in progress, or (for
+ * idem_once) a key completed at once.
+ */
+static void
+new_row_values(const BeginArgs *args, bool completed, TimestampTz now,
+			   Datum *values, bool *nulls)
+{
+	char		fpnull;
+
+	memset(nulls, 0, sizeof(bool) * Natts_ledger);
+	values[Anum_ledger_scope - 1] = PointerGetDatum(args->scope);
+	values[Anum_ledger_key - 1] = PointerGetDatum(args->key);
+	values[Anum_ledger_state - 1] =
+		CStringGetTextDatum(completed ? "completed" : "in_progress");
+	nulls[Anum_ledger_status - 1] = true;
+	values[Anum_ledger_status - 1] = (Datum) 0;
+	nulls[Anum_ledger_response - 1] = true;
+	values[Anum_ledger_response - 1] = (Datum) 0;
+	values[Anum_ledger_attempt - 1] = Int32GetDatum(1);
+	values[Anum_ledger_created_at - 1] = TimestampTzGetDatum(now);
+	if (completed)
+	{
+		values[Anum_ledger_expires_at - 1] =
+			TimestampTzGetDatum(IdemTimestampPlus(now, &args->ttl));
+		nulls[Anum_ledger_lease_until - 1] = true;
+		values[Anum_ledger_lease_until - 1] = (Datum) 0;
+		values[Anum_ledger_finished_at - 1] = TimestampTzGetDatum(now);
+	}
+	else
+	{
+		TimestampTz lease_until = IdemTimestampPlus(now, &args->lease);
+
+		values[Anum_ledger_lease_until - 1] = TimestampTzGetDatum(lease_until);
+		values[Anum_ledger_expires_at - 1] =
+			TimestampTzGetDatum(IdemTimestampPlus(lease_until, &args->ttl));
+		nulls[Anum_ledger_finished_at - 1] = true;
+		values[Anum_ledger_finished_at - 1] = (Datum) 0;
+	}
+	values[Anum_ledger_fingerprint - 1] = fingerprint_datum(args, &fpnull);
+	nulls[Anum_ledger_fingerprint - 1] = (fpnull == 'n');
+}
+
+/*
+ * The direct path of begin and once (ledger_direct.c): replay or report a
+ * live row read through the primary key, or insert the first attempt.
+ * Returns false when the SQL path must decide: a row that changes hands, a
+ * concurrent change, or a ledger the direct path does not serve.
+ */
+static bool
+begin_direct(const BeginArgs *args, Oid nspid, TimestampTz now, bool once,
+			 LedgerRow *row, RowStanding *standing, bool *inserted)
+{
+	LedgerDirect ld;
+	ItemPointerData tid;
+	bool		own;
+	bool		decided = false;
+
+	if (!LedgerDirectOpen(&ld, nspid))
+		return false;
+	*inserted = false;
+	if (LedgerDirectFetch(&ld, args->scope, args->key, !once, row, &tid, &own))
+	{
+		*standing = row_standing(row, now);
+		decided = (*standing == ROW_COMPLETED || *standing == ROW_HELD);
+	}
+	else
+	{
+		Datum		values[Natts_ledger];
+		bool		nulls[Natts_ledger];
+
+		new_row_values(args, once, now, values, nulls);
+		*inserted = decided = LedgerDirectInsert(&ld, values, nulls);
+	}
+	LedgerDirectClose(&ld);
+	return decided;
+}
+
+/*
  * idem_begin(key, request, scope, ttl, lease, wait) returns idem_result
  *
  * Claims the key for a new attempt ('started'), replays a completed one
@@ -669,15 +724,35 @@ idem_begin(PG_FUNCTION_ARGS)
 	nspid = caller_namespace(fcinfo);
 	now = IdemNow();
 
-	ledger_connect();
-	ledger_prepare(nspid);
-
 	if (!args.wait && key_busy_elsewhere(nspid, args.scope, args.key))
-	{
-		SPI_finish();
 		PG_RETURN_DATUM(make_result(fcinfo, "in_progress", true, 0, true, 0,
 									true, 0));
+
+	/* The common cases, without SPI: a first attempt, a replay, a live hold */
+	{
+		LedgerRow	row;
+		RowStanding standing;
+		bool		inserted;
+
+		if (begin_direct(&args, nspid, now, false, &row, &standing, &inserted))
+		{
+			if (inserted)
+				PG_RETURN_DATUM(make_result(fcinfo, "started", true, 0, true, 0,
+											false, 1));
+			if (!same_request(&row, &args))
+				report_request_mismatch(&args);
+			if (standing == ROW_COMPLETED)
+				PG_RETURN_DATUM(make_result(fcinfo, "replayed",
+											row.status_null, row.status,
+											row.response_null, row.response,
+											false, row.attempt));
+			PG_RETURN_DATUM(make_result(fcinfo, "in_progress", true, 0, true, 0,
+										false, row.attempt));
+		}
 	}
+
+	ledger_connect();
+	ledger_prepare(nspid);
 
 	for (int tries = 0; !done; tries++)
 	{
@@ -805,6 +880,68 @@ report_no_attempt(text *scope, text *key, bool attempt_given, int32 attempt,
 }
 
 /*
+ * The direct path of finish: complete an attempt that the current
+ * transaction began, which no other transaction can see or change.  Returns
+ * false, having changed nothing, when the SQL path must decide (including
+ * every error case, so that errors are reported in one place).
+ */
+static bool
+finish_direct(Oid nspid, text *scope, text *key, int32 status,
+			  bool response_null, Datum response,
+			  bool attempt_given, int32 attempt, TimestampTz now,
+			  int32 *done_attempt)
+{
+	LedgerDirect ld;
+	LedgerRow	row;
+	ItemPointerData tid;
+	bool		own;
+	bool		done = false;
+
+	if (!LedgerDirectOpen(&ld, nspid))
+		return false;
+	if (LedgerDirectFetch(&ld, scope, key, false, &row, &tid, &own) &&
+		own && !row.is_completed && !row.lease_null && row.expires_at > now &&
+		(!attempt_given || row.attempt == attempt))
+	{
+		Datum		values[Natts_ledger];
+		bool		nulls[Natts_ledger];
+		bytea	   *fp = NULL;
+
+		memset(nulls, 0, sizeof(nulls));
+		values[Anum_ledger_scope - 1] = PointerGetDatum(scope);
+		values[Anum_ledger_key - 1] = PointerGetDatum(key);
+		values[Anum_ledger_state - 1] = CStringGetTextDatum("completed");
+		values[Anum_ledger_status - 1] = Int32GetDatum(status);
+		values[Anum_ledger_response - 1] = response;
+		nulls[Anum_ledger_response - 1] = response_null;
+		values[Anum_ledger_attempt - 1] = Int32GetDatum(row.attempt);
+		values[Anum_ledger_created_at - 1] = TimestampTzGetDatum(row.created_at);
+		/* the ttl is the distance from lease end to expiry, in exact time */
+		values[Anum_ledger_expires_at - 1] =
+			TimestampTzGetDatum(now + (row.expires_at - row.lease_until));
+		nulls[Anum_ledger_lease_until - 1] = true;
+		values[Anum_ledger_lease_until - 1] = (Datum) 0;
+		values[Anum_ledger_finished_at - 1] = TimestampTzGetDatum(now);
+		if (row.fingerprint_null)
+		{
+			nulls[Anum_ledger_fingerprint - 1] = true;
+			values[Anum_ledger_fingerprint - 1] = (Datum) 0;
+		}
+		else
+		{
+			fp = (bytea *) palloc(VARHDRSZ + IDEM_FINGERPRINT_LEN);
+			SET_VARSIZE(fp, VARHDRSZ + IDEM_FINGERPRINT_LEN);
+			memcpy(VARDATA(fp), row.fingerprint, IDEM_FINGERPRINT_LEN);
+			values[Anum_ledger_fingerprint - 1] = PointerGetDatum(fp);
+		}
+		done = LedgerDirectUpdate(&ld, &tid, values, nulls);
+		*done_attempt = row.attempt;
+	}
+	LedgerDirectClose(&ld);
+	return done;
+}
+
+/*
  * idem_finish(key, response, status, scope, attempt) returns idem_result
  *
  * Completes the attempt in progress and stores what duplicates replay.
@@ -818,6 +955,7 @@ idem_finish(PG_FUNCTION_ARGS)
 	int32		status;
 	Datum		values[6];
 	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	Oid			nspid;
 	TimestampTz now;
 	int32		attempt;
 	bool		isnull;
@@ -829,9 +967,18 @@ idem_finish(PG_FUNCTION_ARGS)
 	scope = validated_scope(fcinfo, 3);
 	response = PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1);
 
+	nspid = caller_namespace(fcinfo);
 	now = IdemNow();
+
+	/* The common case, without SPI: finishing an attempt begun in this transaction */
+	if (finish_direct(nspid, scope, key, status, PG_ARGISNULL(1), response,
+					  !PG_ARGISNULL(4), PG_ARGISNULL(4) ? 0 : PG_GETARG_INT32(4),
+					  now, &attempt))
+		PG_RETURN_DATUM(make_result(fcinfo, "completed", false, status,
+									PG_ARGISNULL(1), response, false, attempt));
+
 	ledger_connect();
-	ledger_prepare(caller_namespace(fcinfo));
+	ledger_prepare(nspid);
 
 	values[0] = PointerGetDatum(scope);
 	values[1] = PointerGetDatum(key);
@@ -910,6 +1057,7 @@ Datum
 idem_once(PG_FUNCTION_ARGS)
 {
 	BeginArgs	args;
+	Oid			nspid;
 	TimestampTz now;
 	bool		first = false;
 
@@ -920,9 +1068,21 @@ idem_once(PG_FUNCTION_ARGS)
 	args.wait = true;
 	args.has_request = false;
 
+	nspid = caller_namespace(fcinfo);
 	now = IdemNow();
+
+	/* The common cases, without SPI: a first delivery or a live record */
+	{
+		LedgerRow	row;
+		RowStanding standing;
+		bool		inserted;
+
+		if (begin_direct(&args, nspid, now, true, &row, &standing, &inserted))
+			PG_RETURN_BOOL(inserted);
+	}
+
 	ledger_connect();
-	ledger_prepare(caller_namespace(fcinfo));
+	ledger_prepare(nspid);
 
 	for (int tries = 0;; tries++)
 	{

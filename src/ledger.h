@@ -1,0 +1,93 @@
+/*-------------------------------------------------------------------------
+ *
+ * ledger.h
+ *	  Declarations shared by the ledger's SQL and direct access paths.
+ *
+ * src/ledger.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef IDEM_LEDGER_H
+#define IDEM_LEDGER_H
+
+#include "idempotency.h"
+
+#include "nodes/execnodes.h"
+#include "utils/rel.h"
+
+/* A ledger row as read by select_sql / lock_sql */
+typedef struct LedgerRow
+{
+	bool		is_completed;
+	bool		status_null;
+	int32		status;
+	Datum		response;		/* valid while SPI is connected, or copied */
+	bool		response_null;
+	int32		attempt;
+	bool		fingerprint_null;
+	uint8		fingerprint[IDEM_FINGERPRINT_LEN];
+	TimestampTz created_at;
+	TimestampTz expires_at;
+	bool		lease_null;
+	TimestampTz lease_until;
+} LedgerRow;
+
+/* What a row means for a new caller, at a given time */
+typedef enum RowStanding
+{
+	ROW_COMPLETED,				/* live completed key: replay */
+	ROW_HELD,					/* live attempt under a live lease */
+	ROW_LAPSED,					/* attempt whose lease ran out */
+	ROW_RELEASED,				/* attempt released by idem_fail */
+	ROW_EXPIRED					/* counts as absent */
+} RowStanding;
+
+/* The arguments of idem_begin and idem_once, validated */
+typedef struct BeginArgs
+{
+	text	   *key;
+	text	   *scope;
+	bool		has_request;
+	uint8		fingerprint[IDEM_FINGERPRINT_LEN];
+	Interval	ttl;
+	Interval	lease;
+	bool		wait;
+} BeginArgs;
+
+/* Column numbers of the ledger, as the install script creates it */
+#define Anum_ledger_scope		1
+#define Anum_ledger_key			2
+#define Anum_ledger_state		3
+#define Anum_ledger_status		4
+#define Anum_ledger_response	5
+#define Anum_ledger_attempt		6
+#define Anum_ledger_created_at	7
+#define Anum_ledger_expires_at	8
+#define Anum_ledger_lease_until	9
+#define Anum_ledger_finished_at	10
+#define Anum_ledger_fingerprint	11
+#define Natts_ledger			11
+
+/* The ledger opened for direct heap and index access (ledger_direct.c) */
+typedef struct LedgerDirect
+{
+	Relation	rel;
+	Oid			pkey;
+	EState	   *estate;
+	ResultRelInfo *rri;
+	List	   *arbiters;		/* the primary key, for speculative insertion */
+	TupleTableSlot *rslot;		/* rows read through the primary key */
+	TupleTableSlot *wslot;		/* rows written */
+	Snapshot	snapshot;
+} LedgerDirect;
+
+extern bool LedgerDirectOpen(LedgerDirect *ld, Oid nspid);
+extern void LedgerDirectClose(LedgerDirect *ld);
+extern bool LedgerDirectFetch(LedgerDirect *ld, text *scope, text *key,
+							  bool want_response, LedgerRow *row,
+							  ItemPointer tid, bool *own_insert);
+extern bool LedgerDirectInsert(LedgerDirect *ld, Datum *values, bool *nulls);
+extern bool LedgerDirectUpdate(LedgerDirect *ld, ItemPointer tid,
+							   Datum *values, bool *nulls);
+
+#endif							/* IDEM_LEDGER_H */

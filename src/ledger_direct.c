@@ -1,0 +1,316 @@
+/*-------------------------------------------------------------------------
+ *
+ * ledger_direct.c
+ *	  Direct heap and index access to the ledger, for the hot paths.
+ *
+ * A profile of the SQL path showed most of a begin's cost in executor start
+ * and plan-cache work around one-row statements.  The three operations that
+ * every first request and every replay performs are done here without SPI:
+ *
+ *	- reading a key's row through the primary key (the replay path);
+ *	- inserting a new attempt with the same speculative-insertion protocol
+ *	  INSERT ... ON CONFLICT DO NOTHING uses, so the primary key still
+ *	  arbitrates between concurrent duplicates and a duplicate waits for an
+ *	  uncommitted first insertion;
+ *	- completing an attempt that the current transaction itself inserted,
+ *	  which no other transaction can see, lock or change.
+ *
+ * Everything else (takeovers, attempts from earlier transactions, errors)
+ * stays on the SQL path in ledger.c.  The direct path is used only where it
+ * behaves exactly like the SQL path: READ COMMITTED, a ledger with no
+ * triggers or row security, and the column layout the install script made.
+ *
+ * src/ledger_direct.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_type.h"
+#include "executor/executor.h"
+#include "executor/tuptable.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "storage/lmgr.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/relcache.h"
+#include "utils/snapmgr.h"
+
+#include "idempotency.h"
+#include "ledger.h"
+
+/* The ledger's columns, as the install script creates them */
+static const struct
+{
+	const char *name;
+	Oid			type;
+}			ledger_columns[Natts_ledger] =
+{
+	{"scope", TEXTOID},
+	{"key", TEXTOID},
+	{"state", TEXTOID},
+	{"status", INT4OID},
+	{"response", JSONBOID},
+	{"attempt", INT4OID},
+	{"created_at", TIMESTAMPTZOID},
+	{"expires_at", TIMESTAMPTZOID},
+	{"lease_until", TIMESTAMPTZOID},
+	{"finished_at", TIMESTAMPTZOID},
+	{"fingerprint", BYTEAOID},
+};
+
+/* True when the ledger still has exactly the install script's columns */
+static bool
+ledger_layout_ok(Relation rel)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+
+	if (desc->natts != Natts_ledger)
+		return false;
+	for (int i = 0; i < Natts_ledger; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (att->attisdropped || att->atttypid != ledger_columns[i].type ||
+			strcmp(NameStr(att->attname), ledger_columns[i].name) != 0)
+			return false;
+	}
+	return true;
+}
+
+/*
+ * Open the ledger of schema nspid for direct access.  Returns false, having
+ * opened nothing, when the SQL path must be used instead.
+ */
+bool
+LedgerDirectOpen(LedgerDirect *ld, Oid nspid)
+{
+	Oid			relid;
+	Relation	rel;
+	RangeTblEntry *rte;
+
+	if (IsolationUsesXactSnapshot())
+		return false;
+	relid = get_relname_relid(IDEM_LEDGER_NAME, nspid);
+	if (!OidIsValid(relid))
+		return false;
+	rel = table_open(relid, RowExclusiveLock);
+	if (rel->rd_rel->relkind != RELKIND_RELATION ||
+		rel->trigdesc != NULL ||
+		rel->rd_rel->relrowsecurity ||
+		!ledger_layout_ok(rel) ||
+		!OidIsValid(RelationGetPrimaryKeyIndex(rel)))
+	{
+		table_close(rel, RowExclusiveLock);
+		return false;
+	}
+
+	ld->rel = rel;
+	ld->pkey = RelationGetPrimaryKeyIndex(rel);
+
+	/* An executor state for index maintenance, as logical replication does */
+	ld->estate = CreateExecutorState();
+	rte = makeNode(RangeTblEntry);
+	rte->rtekind = RTE_RELATION;
+	rte->relid = relid;
+	rte->relkind = RELKIND_RELATION;
+	rte->rellockmode = RowExclusiveLock;
+	ExecInitRangeTable(ld->estate, list_make1(rte));
+	ld->estate->es_output_cid = GetCurrentCommandId(true);
+
+	ld->rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(ld->rri, rel, 1, NULL, 0);
+	ExecOpenIndices(ld->rri, true);
+	ld->arbiters = list_make1_oid(ld->pkey);
+
+	ld->rslot = table_slot_create(rel, NULL);
+	ld->wslot = MakeSingleTupleTableSlot(RelationGetDescr(rel), &TTSOpsVirtual);
+	ld->snapshot = RegisterSnapshot(GetLatestSnapshot());
+	return true;
+}
+
+/* Release what LedgerDirectOpen took; the lock is kept to transaction end */
+void
+LedgerDirectClose(LedgerDirect *ld)
+{
+	UnregisterSnapshot(ld->snapshot);
+	ExecDropSingleTupleTableSlot(ld->rslot);
+	ExecDropSingleTupleTableSlot(ld->wslot);
+	ExecCloseIndices(ld->rri);
+	FreeExecutorState(ld->estate);
+	table_close(ld->rel, NoLock);
+}
+
+/* True when a text datum equals the given ASCII word */
+static bool
+text_equals(Datum d, const char *word)
+{
+	text	   *t = DatumGetTextPP(d);
+	size_t		len = strlen(word);
+
+	return VARSIZE_ANY_EXHDR(t) == len && memcmp(VARDATA_ANY(t), word, len) == 0;
+}
+
+/*
+ * Read the committed (or own) row of a key through the primary key, with a
+ * fresh snapshot.  *own_insert tells that the current transaction inserted
+ * this version and nobody has changed it since.  The response is copied into
+ * the current memory context when want_response is set.
+ */
+bool
+LedgerDirectFetch(LedgerDirect *ld, text *scope, text *key, bool want_response,
+				  LedgerRow *row, ItemPointer tid, bool *own_insert)
+{
+	Relation	idx = ld->rri->ri_IndexRelationDescs[0];
+	ScanKeyData skey[2];
+	IndexScanDesc scan;
+	TupleTableSlot *slot = ld->rslot;
+	bool		found;
+
+	/* ExecOpenIndices opened the primary key among the others: find it */
+	for (int i = 0; i < ld->rri->ri_NumIndices; i++)
+	{
+		if (RelationGetRelid(ld->rri->ri_IndexRelationDescs[i]) == ld->pkey)
+			idx = ld->rri->ri_IndexRelationDescs[i];
+	}
+
+	ScanKeyInit(&skey[0], 1, BTEqualStrategyNumber, F_TEXTEQ,
+				PointerGetDatum(scope));
+	skey[0].sk_collation = idx->rd_indcollation[0];
+	ScanKeyInit(&skey[1], 2, BTEqualStrategyNumber, F_TEXTEQ,
+				PointerGetDatum(key));
+	skey[1].sk_collation = idx->rd_indcollation[1];
+
+	scan = index_beginscan(ld->rel, idx, ld->snapshot, 2, 0);
+	index_rescan(scan, skey, 2, NULL, 0);
+	found = index_getnext_slot(scan, ForwardScanDirection, slot);
+	if (found)
+	{
+		bool		isnull;
+		HeapTuple	tup;
+		Datum		d;
+
+		tup = ExecFetchSlotHeapTuple(slot, false, NULL);
+		*own_insert =
+			TransactionIdIsCurrentTransactionId(HeapTupleHeaderGetXmin(tup->t_data)) &&
+			(tup->t_data->t_infomask & HEAP_XMAX_INVALID) != 0;
+		ItemPointerCopy(&slot->tts_tid, tid);
+
+		row->is_completed = text_equals(slot_getattr(slot, Anum_ledger_state, &isnull),
+										"completed");
+		d = slot_getattr(slot, Anum_ledger_status, &row->status_null);
+		row->status = row->status_null ? 0 : DatumGetInt32(d);
+		d = slot_getattr(slot, Anum_ledger_response, &row->response_null);
+		row->response = (Datum) 0;
+		if (want_response && !row->response_null)
+			row->response = PointerGetDatum(PG_DETOAST_DATUM_COPY(d));
+		row->attempt = DatumGetInt32(slot_getattr(slot, Anum_ledger_attempt, &isnull));
+		d = slot_getattr(slot, Anum_ledger_fingerprint, &row->fingerprint_null);
+		if (!row->fingerprint_null)
+		{
+			bytea	   *fp = DatumGetByteaPP(d);
+
+			if (VARSIZE_ANY_EXHDR(fp) != IDEM_FINGERPRINT_LEN)
+				row->fingerprint_null = true;
+			else
+				memcpy(row->fingerprint, VARDATA_ANY(fp), IDEM_FINGERPRINT_LEN);
+		}
+		row->created_at = DatumGetTimestampTz(slot_getattr(slot, Anum_ledger_created_at,
+														   &isnull));
+		row->expires_at = DatumGetTimestampTz(slot_getattr(slot, Anum_ledger_expires_at,
+														   &isnull));
+		d = slot_getattr(slot, Anum_ledger_lease_until, &row->lease_null);
+		row->lease_until = row->lease_null ? 0 : DatumGetTimestampTz(d);
+	}
+	index_endscan(scan);
+	ExecClearTuple(slot);
+	return found;
+}
+
+/* Put values into the write slot as a virtual tuple */
+static void
+store_values(TupleTableSlot *slot, Datum *values, bool *nulls)
+{
+	ExecClearTuple(slot);
+	memcpy(slot->tts_values, values, sizeof(Datum) * Natts_ledger);
+	memcpy(slot->tts_isnull, nulls, sizeof(bool) * Natts_ledger);
+	ExecStoreVirtualTuple(slot);
+}
+
+/*
+ * Insert a new row unless the key exists, as INSERT ... ON CONFLICT DO
+ * NOTHING does: check the primary key (waiting for an uncommitted insertion
+ * of the same key), insert speculatively, and if a concurrent insertion won
+ * the race after all, take ours back and look again.  True if our row went
+ * in; false if a committed row holds the key.
+ */
+bool
+LedgerDirectInsert(LedgerDirect *ld, Datum *values, bool *nulls)
+{
+	TupleTableSlot *slot = ld->wslot;
+
+	for (;;)
+	{
+		ItemPointerData conflict_tid;
+		bool		spec_conflict = false;
+		uint32		token;
+		List	   *recheck;
+
+		CHECK_FOR_INTERRUPTS();
+		store_values(slot, values, nulls);
+		if (!ExecCheckIndexConstraints(ld->rri, slot, ld->estate, &conflict_tid,
+									   ld->arbiters))
+			return false;
+
+		token = SpeculativeInsertionLockAcquire(GetCurrentTransactionId());
+		table_tuple_insert_speculative(ld->rel, slot, ld->estate->es_output_cid,
+									   0, NULL, token);
+		recheck = ExecInsertIndexTuples(ld->rri, slot, ld->estate, false, true,
+										&spec_conflict, ld->arbiters);
+		list_free(recheck);
+		table_tuple_complete_speculative(ld->rel, slot, token, !spec_conflict);
+		SpeculativeInsertionLockRelease(GetCurrentTransactionId());
+
+		if (!spec_conflict)
+		{
+			CommandCounterIncrement();
+			return true;
+		}
+	}
+}
+
+/*
+ * Replace the row at tid, which the current transaction inserted and nobody
+ * else can see.  Returns false, having changed nothing, if it cannot.
+ */
+bool
+LedgerDirectUpdate(LedgerDirect *ld, ItemPointer tid, Datum *values, bool *nulls)
+{
+	TupleTableSlot *slot = ld->wslot;
+	TM_FailureData tmfd;
+	LockTupleMode lockmode;
+	bool		update_indexes;
+	TM_Result	res;
+
+	store_values(slot, values, nulls);
+	res = table_tuple_update(ld->rel, tid, slot, ld->estate->es_output_cid,
+							 ld->snapshot, InvalidSnapshot, true,
+							 &tmfd, &lockmode, &update_indexes);
+	if (res != TM_Ok)
+		return false;
+	if (update_indexes)
+		list_free(ExecInsertIndexTuples(ld->rri, slot, ld->estate, true, false,
+										NULL, NIL));
+	CommandCounterIncrement();
+	return true;
+}
