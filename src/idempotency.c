@@ -10,9 +10,11 @@
 #include "postgres.h"
 
 #include <limits.h>
+#include <math.h>
 
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "storage/shmem.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/guc.h"
@@ -34,7 +36,19 @@ static char *default_ttl_text = NULL;
 static char *default_lease_text = NULL;
 static char *clock_offset_text = NULL;
 
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+
 void		_PG_init(void);
+
+/* Reserve the shared memory of the launcher and the sweepers' status */
+static void
+idem_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(IdemSweepShmemSize());
+	RequestAddinShmemSpace(IdemLauncherShmemSize());
+}
 
 /*
  * Parse an interval the way interval_in does, but report failure instead of
@@ -71,13 +85,17 @@ parse_interval_soft(const char *str, Interval *result)
 	return true;
 }
 
-/* True when the interval is longer than zero */
-static bool
-interval_is_positive(const Interval *span)
+/*
+ * An interval's length in microseconds, months counted as 30 days as interval
+ * comparison does.  Computed without any call that could throw, since check
+ * hooks run while reading the configuration file.
+ */
+static double
+interval_usecs(const Interval *span)
 {
-	TimestampTz base = 0;
-
-	return IdemTimestampPlus(base, span) > base;
+	return (double) span->time +
+		(double) span->day * USECS_PER_DAY +
+		(double) span->month * DAYS_PER_MONTH * USECS_PER_DAY;
 }
 
 /*
@@ -95,9 +113,16 @@ check_interval_guc(char **newval, void **extra, GucSource source, bool positive)
 		GUC_check_errdetail("\"%s\" is not a valid interval.", *newval);
 		return false;
 	}
-	if (positive && !interval_is_positive(&span))
+	if (positive && interval_usecs(&span) <= 0)
 	{
 		GUC_check_errdetail("The interval must be longer than zero.");
+		return false;
+	}
+	if (fabs(interval_usecs(&span)) >
+		(double) IDEM_MAX_INTERVAL_YEARS * DAYS_PER_YEAR * USECS_PER_DAY)
+	{
+		GUC_check_errdetail("The interval must not be longer than %d years.",
+							IDEM_MAX_INTERVAL_YEARS);
 		return false;
 	}
 	/* GUC extra data is released with free(), so it comes from malloc() */
@@ -218,6 +243,8 @@ _PG_init(void)
 	if (process_shared_preload_libraries_in_progress)
 	{
 		IdemPreloaded = true;
+		prev_shmem_request_hook = shmem_request_hook;
+		shmem_request_hook = idem_shmem_request;
 		IdemRegisterLauncher();
 	}
 }

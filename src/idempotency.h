@@ -22,6 +22,9 @@
 /* Longest key accepted, in bytes */
 #define IDEM_MAX_KEY_BYTES		255
 
+/* Longest ttl, lease or clock offset accepted, in years */
+#define IDEM_MAX_INTERVAL_YEARS	100
+
 /* Length of a request fingerprint, in bytes (SHA-256) */
 #define IDEM_FINGERPRINT_LEN	32
 
@@ -51,6 +54,29 @@ extern uint64 LedgerSweepBatch(Oid nspid, int batch_size, ItemPointer cursor,
 extern int64 LedgerCountExpired(Oid nspid);
 
 /* sweeper.c / launcher.c: background workers */
+
+/* How the pass of a sweeper started by the launcher ended */
+typedef enum IdemPassOutcome
+{
+	IDEM_PASS_UNKNOWN,			/* no report: it could not connect, or died */
+	IDEM_PASS_DONE,				/* swept the whole ledger */
+	IDEM_PASS_YIELDED,			/* stepped aside: database or extension busy,
+								 * sweeping off, or another sweeper there */
+	IDEM_PASS_FAILED,			/* an error ended the pass */
+	IDEM_PASS_NO_EXTENSION		/* the database does not have the extension */
+} IdemPassOutcome;
+
+struct BackgroundWorkerHandle;
+
+extern Size IdemSweepShmemSize(void);
+extern bool IdemSweeperLaunch(Oid dboid, const char *dbname, int run,
+							  struct BackgroundWorkerHandle **handle);
+extern bool IdemDatabaseIsBusy(Oid dboid);
+extern void IdemSweepSetNextPass(Oid dboid, TimestampTz next_pass);
+extern void IdemSweepForget(Oid dboid);
+extern Size IdemLauncherShmemSize(void);
+extern void IdemLauncherWake(Oid dboid);
+extern void IdemLauncherReport(int run, IdemPassOutcome outcome);
 extern void IdemRegisterLauncher(void);
 extern PGDLLEXPORT void IdemLauncherMain(Datum main_arg);
 extern PGDLLEXPORT void IdemSweeperMain(Datum main_arg);

@@ -1,7 +1,56 @@
 /*-------------------------------------------------------------------------
  *
  * launcher.c
- *	  Starts one sweeper per database that has the extension (placeholder).
+ *	  The launcher: runs a sweeper in every database that has the extension.
+ *
+ * Design
+ * ------
+ * With shared_preload_libraries = 'idempotency' the postmaster starts one
+ * launcher.  It is connected to no database: it reads pg_database (a shared
+ * catalog) and keeps a schedule, in its own memory, of every database that
+ * accepts connections and is not a template.
+ *
+ * The launcher does not keep a worker connected to each database.  Like the
+ * autovacuum launcher, it starts a sweeper for one pass when a database's
+ * pass is due; the sweeper connects, sweeps, reports how the pass ended in
+ * a slot of the launcher's shared memory, and exits.  Between passes no
+ * process is connected to the database, so:
+ *	- DROP DATABASE, ALTER DATABASE ... RENAME and CREATE DATABASE ...
+ *	  TEMPLATE never find a sweeper in their way.  One that arrives during a
+ *	  pass finds the sweeper gone within one batch: the sweeper checks before
+ *	  each batch whether someone waits for the database's lock, and leaves;
+ *	  the launcher checks that lock too before it starts a sweeper;
+ *	- DROP EXTENSION needs nothing: the next pass finds no extension, says
+ *	  so, and exits with code 0;
+ *	- sweepers use background worker slots only while they sweep, and at
+ *	  most MAX_SWEEPERS at a time, so they never crowd out parallel query
+ *	  however many databases there are.
+ *
+ * The schedule of a database follows the outcome of its last pass:
+ *	done			next pass idempotency.sweep_interval after this one ended
+ *	yielded			the database or the extension was busy, or sweeping was
+ *					turned off: try again after one interval
+ *	failed			an error (logged once by the sweeper), or the sweeper
+ *					died or could not connect: back off, doubling from one
+ *					interval up to ten minutes
+ *	no extension	back off the same way; CREATE EXTENSION cuts the wait
+ *					short, see below
+ * A new database is probed at once.  Sweepers are never restarted by the
+ * postmaster (BGW_NEVER_RESTART): the launcher decides, so a sweeper of a
+ * dropped database cannot come back in a loop.  The launcher itself is
+ * restarted by the postmaster after a crash or SIGTERM; it terminates its
+ * sweepers when it exits.
+ *
+ * CREATE EXTENSION ends with idem_sweeper_wake(), which queues the database
+ * in the launcher's shared memory when the transaction commits and sets the
+ * launcher's latch, so the new ledger gets its sweeper right away rather
+ * than after the back-off.  A database created from a template that has the
+ * extension is seen when pg_database is next read, at most RESCAN_MS later.
+ *
+ * Settings are read again on SIGHUP: a new sweep_interval moves every
+ * pending pass at once, and 0 stops launching passes (running sweepers stop
+ * after their current batch).  Without preloading there is no launcher;
+ * idem_sweeper_start() runs a sweeper for one database (see sweeper.c).
  *
  * src/launcher.c
  *
@@ -9,14 +58,677 @@
  */
 #include "postgres.h"
 
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/pg_database.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
+#include "utils/hsearch.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
 #include "idempotency.h"
 
+PG_FUNCTION_INFO_V1(idem_sweeper_wake);
+
+#define LAUNCHER_TYPE			"idempotency launcher"
+
+/* Seconds before the postmaster restarts a launcher that died */
+#define LAUNCHER_RESTART_SECS	5
+
+/* Sweepers the launcher runs at the same time */
+#define MAX_SWEEPERS			3
+
+/* Databases that can wait in the wake-up queue */
+#define WAKE_QUEUE_LEN			32
+
+/* pg_database is read at least this often, to see new and dropped databases */
+#define RESCAN_MS				10000
+
+/* Longest nap of the launcher, and longest back-off of a database */
+#define MAX_NAP_MS				60000
+#define MAX_BACKOFF_MS			(10 * 60 * 1000)
+
+/* What the launcher shares with the sweepers and with CREATE EXTENSION */
+typedef struct LauncherShared
+{
+	slock_t		mutex;			/* protects everything below */
+	Latch	   *latch;			/* the running launcher's, or NULL */
+	bool		wake_all;		/* the queue overflowed: probe every database */
+	int			nwake;
+	Oid			wake[WAKE_QUEUE_LEN];	/* databases that gained the extension */
+	IdemPassOutcome outcome[MAX_SWEEPERS];	/* per run slot, set by the sweeper */
+} LauncherShared;
+
+/* The launcher's schedule of one database */
+typedef struct LauncherDb
+{
+	Oid			dboid;			/* hash key */
+	NameData	dbname;
+	bool		seen;			/* found in the last read of pg_database */
+	bool		has_extension;	/* the last pass found the extension */
+	int			streak;			/* passes in a row that failed or found none */
+	TimestampTz last_done;		/* end of the last completed pass, or 0 */
+	TimestampTz not_before;		/* no pass before this time */
+	TimestampTz published;		/* next pass as last shown in the status */
+	int			run;			/* run slot of its running sweeper, or -1 */
+	BackgroundWorkerHandle *handle;
+} LauncherDb;
+
+static LauncherShared *shared = NULL;
+static HTAB *databases = NULL;
+static bool run_busy[MAX_SWEEPERS];
+
+/* Database to wake the launcher for when the current transaction commits */
+static Oid	wake_at_commit_db = InvalidOid;
+static bool wake_callback_registered = false;
+
+/* Shared memory of the launcher, reserved when preloading */
+Size
+IdemLauncherShmemSize(void)
+{
+	return MAXALIGN(sizeof(LauncherShared));
+}
+
+static LauncherShared *
+launcher_attach(void)
+{
+	bool		found;
+
+	if (shared != NULL)
+		return shared;
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	shared = ShmemInitStruct("idempotency launcher", IdemLauncherShmemSize(),
+							 &found);
+	if (!found)
+	{
+		memset(shared, 0, IdemLauncherShmemSize());
+		SpinLockInit(&shared->mutex);
+	}
+	LWLockRelease(AddinShmemInitLock);
+	return shared;
+}
+
+/*
+ * Ask the launcher to sweep a database now: it gained the extension, or
+ * idem_sweeper_start() was called.  Does nothing without preloading.
+ */
+void
+IdemLauncherWake(Oid dboid)
+{
+	Latch	   *latch;
+	bool		queued = false;
+
+	if (!IdemPreloaded)
+		return;
+	launcher_attach();
+
+	SpinLockAcquire(&shared->mutex);
+	for (int i = 0; i < shared->nwake; i++)
+	{
+		if (shared->wake[i] == dboid)
+			queued = true;
+	}
+	if (!queued)
+	{
+		if (shared->nwake < WAKE_QUEUE_LEN)
+			shared->wake[shared->nwake++] = dboid;
+		else
+			shared->wake_all = true;
+	}
+	latch = shared->latch;
+	SpinLockRelease(&shared->mutex);
+
+	if (latch != NULL)
+		SetLatch(latch);
+}
+
+/* A sweeper started by the launcher says how its pass ended */
+void
+IdemLauncherReport(int run, IdemPassOutcome outcome)
+{
+	if (run < 0 || run >= MAX_SWEEPERS)
+		return;
+	launcher_attach();
+	SpinLockAcquire(&shared->mutex);
+	shared->outcome[run] = outcome;
+	SpinLockRelease(&shared->mutex);
+}
+
+/* Wake the launcher once the transaction that created the extension commits */
+static void
+wake_at_commit(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			if (OidIsValid(wake_at_commit_db))
+				IdemLauncherWake(wake_at_commit_db);
+			wake_at_commit_db = InvalidOid;
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			wake_at_commit_db = InvalidOid;
+			break;
+		default:
+			break;
+	}
+}
+
+/*
+ * idem_sweeper_wake() returns boolean
+ *
+ * Called at the end of CREATE EXTENSION: when the library is preloaded,
+ * tells the launcher, as soon as the transaction commits, that the current
+ * database has a ledger to sweep.  Returns whether a launcher will be told.
+ */
+Datum
+idem_sweeper_wake(PG_FUNCTION_ARGS)
+{
+	if (!IdemPreloaded)
+		PG_RETURN_BOOL(false);
+
+	/* Attach now: the commit callback must not fail */
+	launcher_attach();
+	if (!wake_callback_registered)
+	{
+		RegisterXactCallback(wake_at_commit, NULL);
+		wake_callback_registered = true;
+	}
+	wake_at_commit_db = MyDatabaseId;
+	PG_RETURN_BOOL(true);
+}
+
+/*
+ * Register the launcher with the postmaster; called from _PG_init while the
+ * library is being preloaded.
+ */
 void
 IdemRegisterLauncher(void)
 {
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS |
+		BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = LAUNCHER_RESTART_SECS;
+	strlcpy(worker.bgw_library_name, "idempotency", BGW_MAXLEN);
+	strlcpy(worker.bgw_function_name, "IdemLauncherMain", BGW_MAXLEN);
+	strlcpy(worker.bgw_name, LAUNCHER_TYPE, BGW_MAXLEN);
+	strlcpy(worker.bgw_type, LAUNCHER_TYPE, BGW_MAXLEN);
+	worker.bgw_main_arg = (Datum) 0;
+	worker.bgw_notify_pid = 0;
+
+	RegisterBackgroundWorker(&worker);
 }
 
+/* Interval between passes, in milliseconds */
+static int64
+interval_ms(void)
+{
+	return (int64) IdemSweepInterval * 1000;
+}
+
+/*
+ * Wait before the next try after streak passes in a row that failed or found
+ * no extension: one interval, doubling, up to ten minutes (or one interval,
+ * when that is longer).
+ */
+static int64
+backoff_ms(int streak)
+{
+	int64		base = Max(interval_ms(), 1000);
+	int64		cap = Max(interval_ms(), MAX_BACKOFF_MS);
+	int			shift = Min(Max(streak - 1, 0), 16);
+
+	return Min(base << shift, cap);
+}
+
+/* When the next pass of a database is due */
+static TimestampTz
+next_due(LauncherDb *db)
+{
+	TimestampTz due = db->not_before;
+
+	if (db->last_done != 0)
+		due = Max(due, TimestampTzPlusMilliseconds(db->last_done, interval_ms()));
+	return due;
+}
+
+/* True when a pass is due in a database that has no sweeper running */
+static bool
+any_due(void)
+{
+	HASH_SEQ_STATUS seq;
+	LauncherDb *db;
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (IdemSweepInterval == 0)
+		return false;
+	hash_seq_init(&seq, databases);
+	while ((db = hash_seq_search(&seq)) != NULL)
+	{
+		if (db->handle == NULL && db->seen && next_due(db) <= now)
+		{
+			hash_seq_term(&seq);
+			return true;
+		}
+	}
+	return false;
+}
+
+/* Forget a database that is gone: its schedule and its status */
+static void
+forget_database(LauncherDb *db)
+{
+	Oid			dboid = db->dboid;
+
+	if (db->handle != NULL)
+		pfree(db->handle);
+	hash_search(databases, &dboid, HASH_REMOVE, NULL);
+	IdemSweepForget(dboid);
+}
+
+/*
+ * Read pg_database: add new databases (due at once), and drop the schedule
+ * of databases that were dropped, refuse connections now, or became
+ * templates.  A sweeper still running in one of them is terminated.
+ */
+static void
+scan_databases(void)
+{
+	HASH_SEQ_STATUS seq;
+	LauncherDb *db;
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tup;
+
+	hash_seq_init(&seq, databases);
+	while ((db = hash_seq_search(&seq)) != NULL)
+		db->seen = false;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	(void) GetTransactionSnapshot();
+
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		Form_pg_database pgdb = (Form_pg_database) GETSTRUCT(tup);
+		bool		found;
+
+		if (!pgdb->datallowconn || pgdb->datistemplate ||
+			database_is_invalid_form(pgdb))
+			continue;
+
+		db = hash_search(databases, &pgdb->oid, HASH_ENTER, &found);
+		if (!found)
+		{
+			db->has_extension = false;
+			db->streak = 0;
+			db->last_done = 0;
+			db->not_before = 0;
+			db->published = 0;
+			db->run = -1;
+			db->handle = NULL;
+		}
+		db->dbname = pgdb->datname;
+		db->seen = true;
+	}
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	CommitTransactionCommand();
+
+	hash_seq_init(&seq, databases);
+	while ((db = hash_seq_search(&seq)) != NULL)
+	{
+		if (db->seen)
+			continue;
+		if (db->handle != NULL)
+			TerminateBackgroundWorker(db->handle);	/* forgotten once stopped */
+		else
+			forget_database(db);
+	}
+}
+
+/* Take the wake-up requests: those databases are due now */
+static bool
+take_wake_requests(void)
+{
+	Oid			wake[WAKE_QUEUE_LEN];
+	int			nwake;
+	bool		wake_all;
+	LauncherDb *db;
+
+	SpinLockAcquire(&shared->mutex);
+	nwake = shared->nwake;
+	memcpy(wake, shared->wake, sizeof(Oid) * nwake);
+	wake_all = shared->wake_all;
+	shared->nwake = 0;
+	shared->wake_all = false;
+	SpinLockRelease(&shared->mutex);
+
+	if (nwake == 0 && !wake_all)
+		return false;
+
+	/* A database created a moment ago may not be known yet */
+	scan_databases();
+
+	if (wake_all)
+	{
+		HASH_SEQ_STATUS seq;
+
+		hash_seq_init(&seq, databases);
+		while ((db = hash_seq_search(&seq)) != NULL)
+		{
+			if (!db->has_extension)
+			{
+				db->streak = 0;
+				db->not_before = 0;
+			}
+		}
+	}
+	for (int i = 0; i < nwake; i++)
+	{
+		db = hash_search(databases, &wake[i], HASH_FIND, NULL);
+		if (db != NULL)
+		{
+			db->streak = 0;
+			db->last_done = 0;
+			db->not_before = 0;
+		}
+	}
+	return true;
+}
+
+/* Schedule the next pass of a database from how its sweeper's pass ended */
+static void
+pass_ended(LauncherDb *db, IdemPassOutcome outcome)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	switch (outcome)
+	{
+		case IDEM_PASS_DONE:
+			db->has_extension = true;
+			db->streak = 0;
+			db->last_done = now;
+			db->not_before = 0;
+			break;
+		case IDEM_PASS_YIELDED:
+			db->not_before = TimestampTzPlusMilliseconds(now, Max(interval_ms(), 1000));
+			break;
+		case IDEM_PASS_NO_EXTENSION:
+			db->has_extension = false;
+			db->last_done = 0;
+			db->published = 0;
+			db->streak++;
+			db->not_before = TimestampTzPlusMilliseconds(now, backoff_ms(db->streak));
+			break;
+		case IDEM_PASS_FAILED:
+		case IDEM_PASS_UNKNOWN:
+			db->streak++;
+			db->not_before = TimestampTzPlusMilliseconds(now, backoff_ms(db->streak));
+			break;
+	}
+}
+
+/* Notice the sweepers that have exited, and read how their pass ended */
+static void
+reap_sweepers(void)
+{
+	HASH_SEQ_STATUS seq;
+	LauncherDb *db;
+
+	hash_seq_init(&seq, databases);
+	while ((db = hash_seq_search(&seq)) != NULL)
+	{
+		pid_t		pid;
+		BgwHandleStatus status;
+		IdemPassOutcome outcome;
+
+		if (db->handle == NULL)
+			continue;
+		status = GetBackgroundWorkerPid(db->handle, &pid);
+		if (status == BGWH_POSTMASTER_DIED)
+			proc_exit(1);
+		if (status != BGWH_STOPPED)
+			continue;
+
+		SpinLockAcquire(&shared->mutex);
+		outcome = shared->outcome[db->run];
+		SpinLockRelease(&shared->mutex);
+
+		run_busy[db->run] = false;
+		db->run = -1;
+		pfree(db->handle);
+		db->handle = NULL;
+
+		if (!db->seen)
+			forget_database(db);
+		else
+			pass_ended(db, outcome);
+	}
+}
+
+/*
+ * Start the sweepers whose pass is due, earliest first, while run slots are
+ * free.  Returns the time until the next due pass, in milliseconds.
+ */
+static long
+launch_due_sweepers(void)
+{
+	static bool warned_no_worker = false;
+	TimestampTz now = GetCurrentTimestamp();
+	long		nap = MAX_NAP_MS;
+
+	if (IdemSweepInterval == 0)
+		return MAX_NAP_MS;
+
+	for (;;)
+	{
+		HASH_SEQ_STATUS seq;
+		LauncherDb *db;
+		LauncherDb *earliest = NULL;
+		int			run = -1;
+
+		for (int i = 0; i < MAX_SWEEPERS; i++)
+		{
+			if (!run_busy[i])
+			{
+				run = i;
+				break;
+			}
+		}
+
+		hash_seq_init(&seq, databases);
+		while ((db = hash_seq_search(&seq)) != NULL)
+		{
+			if (db->handle != NULL || !db->seen)
+				continue;
+			if (earliest == NULL || next_due(db) < next_due(earliest))
+				earliest = db;
+		}
+		if (earliest == NULL)
+			break;
+		if (next_due(earliest) > now || run < 0)
+		{
+			if (run >= 0)
+			{
+				long		secs;
+				int			usecs;
+
+				TimestampDifference(now, next_due(earliest), &secs, &usecs);
+				nap = Min(nap, secs * 1000L + usecs / 1000 + 1);
+			}
+			break;
+		}
+
+		db = earliest;
+		if (IdemDatabaseIsBusy(db->dboid))
+		{
+			/* DROP DATABASE or the like is under way: stay out of its way */
+			db->not_before = TimestampTzPlusMilliseconds(now, Max(interval_ms(), 1000));
+			continue;
+		}
+
+		SpinLockAcquire(&shared->mutex);
+		shared->outcome[run] = IDEM_PASS_UNKNOWN;
+		SpinLockRelease(&shared->mutex);
+
+		if (!IdemSweeperLaunch(db->dboid, NameStr(db->dbname), run, &db->handle))
+		{
+			db->handle = NULL;
+			if (!warned_no_worker)
+				ereport(LOG,
+						(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+						 errmsg("idempotency launcher could not start a sweeper: no background worker slot is free"),
+						 errhint("Raise max_worker_processes.")));
+			warned_no_worker = true;
+			db->not_before = TimestampTzPlusMilliseconds(now, Max(interval_ms(), 1000));
+			continue;
+		}
+		warned_no_worker = false;
+		db->run = run;
+		run_busy[run] = true;
+	}
+	return nap;
+}
+
+/* Show in idem_sweeper_status when each database's next pass is due */
+static void
+publish_schedule(void)
+{
+	HASH_SEQ_STATUS seq;
+	LauncherDb *db;
+
+	hash_seq_init(&seq, databases);
+	while ((db = hash_seq_search(&seq)) != NULL)
+	{
+		TimestampTz due;
+
+		if (!db->has_extension || db->handle != NULL)
+			continue;
+		due = next_due(db);
+		if (due != db->published)
+		{
+			IdemSweepSetNextPass(db->dboid, due);
+			db->published = due;
+		}
+	}
+}
+
+/* On exit, stop our sweepers and tell backends nobody listens any more */
+static void
+launcher_on_exit(int code, Datum arg)
+{
+	if (databases != NULL)
+	{
+		HASH_SEQ_STATUS seq;
+		LauncherDb *db;
+
+		hash_seq_init(&seq, databases);
+		while ((db = hash_seq_search(&seq)) != NULL)
+		{
+			if (db->handle != NULL)
+				TerminateBackgroundWorker(db->handle);
+		}
+	}
+	SpinLockAcquire(&shared->mutex);
+	shared->latch = NULL;
+	SpinLockRelease(&shared->mutex);
+}
+
+/*
+ * Entry point of the launcher.
+ */
 void
 IdemLauncherMain(Datum main_arg)
 {
+	HASHCTL		ctl;
+	TimestampTz last_scan;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	/* No database: pg_database is a shared catalog */
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+	SetConfigOption("application_name", LAUNCHER_TYPE,
+					PGC_USERSET, PGC_S_SESSION);
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(Oid);
+	ctl.entrysize = sizeof(LauncherDb);
+	databases = hash_create("idempotency launcher databases", 64, &ctl,
+							HASH_ELEM | HASH_BLOBS);
+	memset(run_busy, 0, sizeof(run_busy));
+
+	launcher_attach();
+	SpinLockAcquire(&shared->mutex);
+	shared->latch = MyLatch;
+	SpinLockRelease(&shared->mutex);
+	before_shmem_exit(launcher_on_exit, (Datum) 0);
+
+	ereport(LOG, (errmsg("idempotency launcher started")));
+
+	scan_databases();
+	last_scan = GetCurrentTimestamp();
+
+	for (;;)
+	{
+		long		nap;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		reap_sweepers();
+
+		/*
+		 * Read pg_database again before starting sweepers, so as not to
+		 * start one for a database dropped a moment ago, and now and then
+		 * to see new databases.
+		 */
+		if (take_wake_requests())
+			last_scan = GetCurrentTimestamp();
+		else if (any_due() ||
+				 TimestampDifferenceExceeds(last_scan, GetCurrentTimestamp(),
+											RESCAN_MS))
+		{
+			scan_databases();
+			last_scan = GetCurrentTimestamp();
+		}
+		nap = launch_due_sweepers();
+		publish_schedule();
+
+		nap = Min(nap, RESCAN_MS);
+		pgstat_report_activity(STATE_IDLE, NULL);
+		(void) WaitLatch(MyLatch,
+						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 Max(nap, 1L), PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
 }
