@@ -36,6 +36,11 @@ COMMENT ON COLUMN @extschema@.idem_ledger.fingerprint IS
 -- pg_dump keeps the ledger's rows, so a restore keeps its keys
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.idem_ledger', '');
 
+-- The API functions are SECURITY DEFINER so that an application role can use
+-- the ledger without any privilege on it.  They need no SET search_path: the
+-- C code runs its statements with pg_catalog alone as the search path, every
+-- name in them schema-qualified, and looks up nothing else by name.
+
 CREATE TYPE @extschema@.idem_result AS (
     outcome  text,
     status   int,
@@ -55,8 +60,7 @@ CREATE FUNCTION @extschema@.idem_begin(
     wait    boolean  DEFAULT true)
 RETURNS @extschema@.idem_result
 AS 'MODULE_PATHNAME', 'idem_begin'
-LANGUAGE C VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp;
+LANGUAGE C VOLATILE SECURITY DEFINER;
 
 COMMENT ON FUNCTION @extschema@.idem_begin(text, jsonb, text, interval, interval, boolean) IS
 'Claim an idempotency key: started (do the work), replayed (stored response) or in_progress (another attempt holds it)';
@@ -69,8 +73,7 @@ CREATE FUNCTION @extschema@.idem_finish(
     attempt  int   DEFAULT NULL)
 RETURNS @extschema@.idem_result
 AS 'MODULE_PATHNAME', 'idem_finish'
-LANGUAGE C VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp;
+LANGUAGE C VOLATILE SECURITY DEFINER;
 
 COMMENT ON FUNCTION @extschema@.idem_finish(text, jsonb, int, text, int) IS
 'Complete the attempt in progress and store the status and response that later duplicates replay';
@@ -81,8 +84,7 @@ CREATE FUNCTION @extschema@.idem_fail(
     attempt int  DEFAULT NULL)
 RETURNS void
 AS 'MODULE_PATHNAME', 'idem_fail'
-LANGUAGE C VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp;
+LANGUAGE C VOLATILE SECURITY DEFINER;
 
 COMMENT ON FUNCTION @extschema@.idem_fail(text, text, int) IS
 'Release the attempt in progress so that the next idem_begin of the key starts afresh';
@@ -93,8 +95,7 @@ CREATE FUNCTION @extschema@.idem_once(
     ttl   interval DEFAULT NULL)
 RETURNS boolean
 AS 'MODULE_PATHNAME', 'idem_once'
-LANGUAGE C VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp;
+LANGUAGE C VOLATILE SECURITY DEFINER;
 
 COMMENT ON FUNCTION @extschema@.idem_once(text, text, interval) IS
 'Consumer de-duplication: true the first time a key is seen (recorded in the caller''s transaction), false while that record lives';

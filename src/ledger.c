@@ -225,14 +225,33 @@ ledger_prepare(Oid nspid)
 	pfree(ledger);
 }
 
-/* Connect to SPI, checking the result as every SPI call is checked */
+/*
+ * Connect to SPI, with pg_catalog alone as the search path, so that no
+ * caller's search_path can change what a statement means or force a kept
+ * plan to be analysed again.  (The statements are schema-qualified anyway.)
+ * An error unwinds both at (sub)transaction abort.
+ */
 static void
 ledger_connect(void)
 {
+	OverrideSearchPath path = {NIL, true, false, 0};
 	int			rc = SPI_connect();
 
 	if (rc != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed: %s", SPI_result_code_string(rc));
+	PushOverrideSearchPath(&path);
+}
+
+/* Undo ledger_connect */
+static void
+ledger_disconnect(void)
+{
+	int			rc;
+
+	PopOverrideSearchPath();
+	rc = SPI_finish();
+	if (rc != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed: %s", SPI_result_code_string(rc));
 }
 
 /* The schema of the extension, as the schema of the function called */
@@ -617,6 +636,17 @@ take_over(const BeginArgs *args, const LedgerRow *row, RowStanding standing,
 }
 
 /*
+ * The attempt this backend inserted last through the direct path, so that
+ * finishing it needs no index search.
+ */
+static struct
+{
+	TransactionId xid;
+	Oid			nspid;
+	ItemPointerData tid;
+}			last_insert;
+
+/*
  * The columns of a new row for args: an attempt in progress, or (for
  * idem_once) a key completed at once.
  */
@@ -671,24 +701,28 @@ begin_direct(const BeginArgs *args, Oid nspid, TimestampTz now, bool once,
 {
 	LedgerDirect ld;
 	ItemPointerData tid;
+	Datum		values[Natts_ledger];
+	bool		nulls[Natts_ledger];
 	bool		own;
 	bool		decided = false;
 
 	if (!LedgerDirectOpen(&ld, nspid))
 		return false;
-	*inserted = false;
-	if (LedgerDirectFetch(&ld, args->scope, args->key, !once, row, &tid, &own))
+	new_row_values(args, once, now, values, nulls);
+	*inserted = LedgerDirectInsert(&ld, values, nulls, &tid);
+	if (*inserted)
 	{
+		last_insert.xid = GetCurrentTransactionId();
+		last_insert.nspid = nspid;
+		last_insert.tid = tid;
+		decided = true;
+	}
+	else if (LedgerDirectFetchTid(&ld, &tid, NULL, args->scope, args->key,
+								  !once, row, &own))
+	{
+		/* The committed row (or our own) that holds the key */
 		*standing = row_standing(row, now);
 		decided = (*standing == ROW_COMPLETED || *standing == ROW_HELD);
-	}
-	else
-	{
-		Datum		values[Natts_ledger];
-		bool		nulls[Natts_ledger];
-
-		new_row_values(args, once, now, values, nulls);
-		*inserted = decided = LedgerDirectInsert(&ld, values, nulls);
 	}
 	LedgerDirectClose(&ld);
 	return decided;
@@ -768,7 +802,7 @@ idem_begin(PG_FUNCTION_ARGS)
 
 		if (insert_attempt(&args, false, now))
 		{
-			SPI_finish();
+			ledger_disconnect();
 			result = make_result(fcinfo, "started", true, 0, true, 0, false, 1);
 			done = true;
 			break;
@@ -792,7 +826,7 @@ idem_begin(PG_FUNCTION_ARGS)
 					fetch_row(plans.select, args.scope, args.key, &row))
 				{
 					/* Someone else holds the row lock: they are taking over */
-					SPI_finish();
+					ledger_disconnect();
 					result = make_result(fcinfo, "in_progress", true, 0, true, 0,
 										 false, row.attempt);
 					done = true;
@@ -806,7 +840,7 @@ idem_begin(PG_FUNCTION_ARGS)
 			{
 				int32		attempt = take_over(&args, &row, standing, false, now);
 
-				SPI_finish();
+				ledger_disconnect();
 				result = make_result(fcinfo, "started", true, 0, true, 0,
 									 false, attempt);
 				done = true;
@@ -825,13 +859,13 @@ idem_begin(PG_FUNCTION_ARGS)
 			if (!row.response_null)
 				response = PointerGetDatum(PG_DETOAST_DATUM_COPY(row.response));
 			MemoryContextSwitchTo(spicxt);
-			SPI_finish();
+			ledger_disconnect();
 			result = make_result(fcinfo, "replayed", row.status_null, row.status,
 								 row.response_null, response, false, row.attempt);
 		}
 		else
 		{
-			SPI_finish();
+			ledger_disconnect();
 			result = make_result(fcinfo, "in_progress", true, 0, true, 0,
 								 false, row.attempt);
 		}
@@ -899,8 +933,15 @@ finish_direct(Oid nspid, text *scope, text *key, int32 status,
 
 	if (!LedgerDirectOpen(&ld, nspid))
 		return false;
-	if (LedgerDirectFetch(&ld, scope, key, false, &row, &tid, &own) &&
-		own && !row.is_completed && !row.lease_null && row.expires_at > now &&
+	if (TransactionIdIsValid(last_insert.xid) &&
+		TransactionIdIsCurrentTransactionId(last_insert.xid) &&
+		last_insert.nspid == nspid &&
+		LedgerDirectFetchTid(&ld, &last_insert.tid, ld.snapshot, scope, key,
+							 false, &row, &own))
+		tid = last_insert.tid;
+	else if (!LedgerDirectFetch(&ld, scope, key, false, &row, &tid, &own))
+		own = false;
+	if (own && !row.is_completed && !row.lease_null && row.expires_at > now &&
 		(!attempt_given || row.attempt == attempt))
 	{
 		Datum		values[Natts_ledger];
@@ -1000,7 +1041,7 @@ idem_finish(PG_FUNCTION_ARGS)
 						  "finish");
 	attempt = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
 										  SPI_tuptable->tupdesc, 1, &isnull));
-	SPI_finish();
+	ledger_disconnect();
 
 	PG_RETURN_DATUM(make_result(fcinfo, "completed", false, status,
 								PG_ARGISNULL(1), response, false, attempt));
@@ -1043,7 +1084,7 @@ idem_fail(PG_FUNCTION_ARGS)
 		report_no_attempt(scope, key, !PG_ARGISNULL(2),
 						  PG_ARGISNULL(2) ? 0 : PG_GETARG_INT32(2), now,
 						  "release");
-	SPI_finish();
+	ledger_disconnect();
 	PG_RETURN_VOID();
 }
 
@@ -1118,7 +1159,7 @@ idem_once(PG_FUNCTION_ARGS)
 		break;
 	}
 
-	SPI_finish();
+	ledger_disconnect();
 	PG_RETURN_BOOL(first);
 }
 
@@ -1156,7 +1197,7 @@ LedgerSweepBatch(Oid nspid, int batch_size, ItemPointer cursor,
 			ItemPointerCopy(tid, cursor);
 	}
 	*reached_end = (deleted < (uint64) batch_size);
-	SPI_finish();
+	ledger_disconnect();
 	return deleted;
 }
 
@@ -1177,7 +1218,7 @@ LedgerCountExpired(Oid nspid)
 		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
 	count = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 										SPI_tuptable->tupdesc, 1, &isnull));
-	SPI_finish();
+	ledger_disconnect();
 	return count;
 }
 
@@ -1233,7 +1274,7 @@ idem_set_logged(PG_FUNCTION_ARGS)
 	rc = SPI_execute(sql, false, 0);
 	if (rc != SPI_OK_UTILITY)
 		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(rc));
-	SPI_finish();
+	ledger_disconnect();
 	pfree(sql);
 	PG_RETURN_VOID();
 }

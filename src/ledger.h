@@ -86,7 +86,12 @@ extern void LedgerDirectClose(LedgerDirect *ld);
 extern bool LedgerDirectFetch(LedgerDirect *ld, text *scope, text *key,
 							  bool want_response, LedgerRow *row,
 							  ItemPointer tid, bool *own_insert);
-extern bool LedgerDirectInsert(LedgerDirect *ld, Datum *values, bool *nulls);
+extern bool LedgerDirectFetchTid(LedgerDirect *ld, ItemPointer tid,
+								 Snapshot snapshot, text *scope, text *key,
+								 bool want_response, LedgerRow *row,
+								 bool *own_insert);
+extern bool LedgerDirectInsert(LedgerDirect *ld, Datum *values, bool *nulls,
+							   ItemPointer tid);
 extern bool LedgerDirectUpdate(LedgerDirect *ld, ItemPointer tid,
 							   Datum *values, bool *nulls);
 

@@ -162,19 +162,77 @@ text_equals(Datum d, const char *word)
 }
 
 /*
- * Read the committed (or own) row of a key through the primary key, with a
- * fresh snapshot.  *own_insert tells that the current transaction inserted
- * this version and nobody has changed it since.  The response is copied into
- * the current memory context when want_response is set.
+ * Copy the row in ld->rslot into *row.  *own_insert tells that the current
+ * transaction inserted this version and nobody has changed it since.  The
+ * response is copied into the current memory context when want_response.
+ */
+static void
+read_slot(LedgerDirect *ld, bool want_response, LedgerRow *row,
+		  ItemPointer tid, bool *own_insert)
+{
+	TupleTableSlot *slot = ld->rslot;
+	bool		isnull;
+	HeapTuple	tup;
+	Datum		d;
+
+	tup = ExecFetchSlotHeapTuple(slot, false, NULL);
+	*own_insert =
+		TransactionIdIsCurrentTransactionId(HeapTupleHeaderGetXmin(tup->t_data)) &&
+		(tup->t_data->t_infomask & HEAP_XMAX_INVALID) != 0;
+	ItemPointerCopy(&slot->tts_tid, tid);
+
+	row->is_completed = text_equals(slot_getattr(slot, Anum_ledger_state, &isnull),
+									"completed");
+	d = slot_getattr(slot, Anum_ledger_status, &row->status_null);
+	row->status = row->status_null ? 0 : DatumGetInt32(d);
+	d = slot_getattr(slot, Anum_ledger_response, &row->response_null);
+	row->response = (Datum) 0;
+	if (want_response && !row->response_null)
+		row->response = PointerGetDatum(PG_DETOAST_DATUM_COPY(d));
+	row->attempt = DatumGetInt32(slot_getattr(slot, Anum_ledger_attempt, &isnull));
+	d = slot_getattr(slot, Anum_ledger_fingerprint, &row->fingerprint_null);
+	if (!row->fingerprint_null)
+	{
+		bytea	   *fp = DatumGetByteaPP(d);
+
+		if (VARSIZE_ANY_EXHDR(fp) != IDEM_FINGERPRINT_LEN)
+			row->fingerprint_null = true;
+		else
+			memcpy(row->fingerprint, VARDATA_ANY(fp), IDEM_FINGERPRINT_LEN);
+	}
+	row->created_at = DatumGetTimestampTz(slot_getattr(slot, Anum_ledger_created_at,
+													   &isnull));
+	row->expires_at = DatumGetTimestampTz(slot_getattr(slot, Anum_ledger_expires_at,
+													   &isnull));
+	d = slot_getattr(slot, Anum_ledger_lease_until, &row->lease_null);
+	row->lease_until = row->lease_null ? 0 : DatumGetTimestampTz(d);
+}
+
+/* True when the row in ld->rslot is the one of (scope, key) */
+static bool
+slot_has_key(LedgerDirect *ld, text *scope, text *key)
+{
+	bool		isnull;
+	text	   *s = DatumGetTextPP(slot_getattr(ld->rslot, Anum_ledger_scope, &isnull));
+	text	   *k = DatumGetTextPP(slot_getattr(ld->rslot, Anum_ledger_key, &isnull));
+
+	return VARSIZE_ANY_EXHDR(s) == VARSIZE_ANY_EXHDR(scope) &&
+		VARSIZE_ANY_EXHDR(k) == VARSIZE_ANY_EXHDR(key) &&
+		memcmp(VARDATA_ANY(s), VARDATA_ANY(scope), VARSIZE_ANY_EXHDR(scope)) == 0 &&
+		memcmp(VARDATA_ANY(k), VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key)) == 0;
+}
+
+/*
+ * Read the row of a key through the primary key, with the snapshot taken
+ * when the ledger was opened.
  */
 bool
 LedgerDirectFetch(LedgerDirect *ld, text *scope, text *key, bool want_response,
 				  LedgerRow *row, ItemPointer tid, bool *own_insert)
 {
-	Relation	idx = ld->rri->ri_IndexRelationDescs[0];
+	Relation	idx = NULL;
 	ScanKeyData skey[2];
 	IndexScanDesc scan;
-	TupleTableSlot *slot = ld->rslot;
 	bool		found;
 
 	/* ExecOpenIndices opened the primary key among the others: find it */
@@ -183,6 +241,8 @@ LedgerDirectFetch(LedgerDirect *ld, text *scope, text *key, bool want_response,
 		if (RelationGetRelid(ld->rri->ri_IndexRelationDescs[i]) == ld->pkey)
 			idx = ld->rri->ri_IndexRelationDescs[i];
 	}
+	if (idx == NULL)
+		elog(ERROR, "primary key of the ledger is not open");
 
 	ScanKeyInit(&skey[0], 1, BTEqualStrategyNumber, F_TEXTEQ,
 				PointerGetDatum(scope));
@@ -193,47 +253,34 @@ LedgerDirectFetch(LedgerDirect *ld, text *scope, text *key, bool want_response,
 
 	scan = index_beginscan(ld->rel, idx, ld->snapshot, 2, 0);
 	index_rescan(scan, skey, 2, NULL, 0);
-	found = index_getnext_slot(scan, ForwardScanDirection, slot);
+	found = index_getnext_slot(scan, ForwardScanDirection, ld->rslot);
 	if (found)
-	{
-		bool		isnull;
-		HeapTuple	tup;
-		Datum		d;
-
-		tup = ExecFetchSlotHeapTuple(slot, false, NULL);
-		*own_insert =
-			TransactionIdIsCurrentTransactionId(HeapTupleHeaderGetXmin(tup->t_data)) &&
-			(tup->t_data->t_infomask & HEAP_XMAX_INVALID) != 0;
-		ItemPointerCopy(&slot->tts_tid, tid);
-
-		row->is_completed = text_equals(slot_getattr(slot, Anum_ledger_state, &isnull),
-										"completed");
-		d = slot_getattr(slot, Anum_ledger_status, &row->status_null);
-		row->status = row->status_null ? 0 : DatumGetInt32(d);
-		d = slot_getattr(slot, Anum_ledger_response, &row->response_null);
-		row->response = (Datum) 0;
-		if (want_response && !row->response_null)
-			row->response = PointerGetDatum(PG_DETOAST_DATUM_COPY(d));
-		row->attempt = DatumGetInt32(slot_getattr(slot, Anum_ledger_attempt, &isnull));
-		d = slot_getattr(slot, Anum_ledger_fingerprint, &row->fingerprint_null);
-		if (!row->fingerprint_null)
-		{
-			bytea	   *fp = DatumGetByteaPP(d);
-
-			if (VARSIZE_ANY_EXHDR(fp) != IDEM_FINGERPRINT_LEN)
-				row->fingerprint_null = true;
-			else
-				memcpy(row->fingerprint, VARDATA_ANY(fp), IDEM_FINGERPRINT_LEN);
-		}
-		row->created_at = DatumGetTimestampTz(slot_getattr(slot, Anum_ledger_created_at,
-														   &isnull));
-		row->expires_at = DatumGetTimestampTz(slot_getattr(slot, Anum_ledger_expires_at,
-														   &isnull));
-		d = slot_getattr(slot, Anum_ledger_lease_until, &row->lease_null);
-		row->lease_until = row->lease_null ? 0 : DatumGetTimestampTz(d);
-	}
+		read_slot(ld, want_response, row, tid, own_insert);
 	index_endscan(scan);
-	ExecClearTuple(slot);
+	ExecClearTuple(ld->rslot);
+	return found;
+}
+
+/*
+ * Read the row version at tid, if it is the one of (scope, key) and visible
+ * to the snapshot (snapshot NULL: any version, as the primary key check
+ * found it).
+ */
+bool
+LedgerDirectFetchTid(LedgerDirect *ld, ItemPointer tid, Snapshot snapshot,
+					 text *scope, text *key, bool want_response,
+					 LedgerRow *row, bool *own_insert)
+{
+	ItemPointerData found_tid;
+	bool		found;
+
+	found = table_tuple_fetch_row_version(ld->rel, tid,
+										  snapshot ? snapshot : SnapshotAny,
+										  ld->rslot) &&
+		slot_has_key(ld, scope, key);
+	if (found)
+		read_slot(ld, want_response, row, &found_tid, own_insert);
+	ExecClearTuple(ld->rslot);
 	return found;
 }
 
@@ -252,10 +299,12 @@ store_values(TupleTableSlot *slot, Datum *values, bool *nulls)
  * NOTHING does: check the primary key (waiting for an uncommitted insertion
  * of the same key), insert speculatively, and if a concurrent insertion won
  * the race after all, take ours back and look again.  True if our row went
- * in; false if a committed row holds the key.
+ * in, at *tid; false if a committed row (or one of our own transaction) holds
+ * the key, at *tid.
  */
 bool
-LedgerDirectInsert(LedgerDirect *ld, Datum *values, bool *nulls)
+LedgerDirectInsert(LedgerDirect *ld, Datum *values, bool *nulls,
+				   ItemPointer tid)
 {
 	TupleTableSlot *slot = ld->wslot;
 
@@ -270,7 +319,10 @@ LedgerDirectInsert(LedgerDirect *ld, Datum *values, bool *nulls)
 		store_values(slot, values, nulls);
 		if (!ExecCheckIndexConstraints(ld->rri, slot, ld->estate, &conflict_tid,
 									   ld->arbiters))
+		{
+			ItemPointerCopy(&conflict_tid, tid);
 			return false;
+		}
 
 		token = SpeculativeInsertionLockAcquire(GetCurrentTransactionId());
 		table_tuple_insert_speculative(ld->rel, slot, ld->estate->es_output_cid,
@@ -283,6 +335,7 @@ LedgerDirectInsert(LedgerDirect *ld, Datum *values, bool *nulls)
 
 		if (!spec_conflict)
 		{
+			ItemPointerCopy(&slot->tts_tid, tid);
 			CommandCounterIncrement();
 			return true;
 		}
