@@ -26,6 +26,7 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -454,6 +455,9 @@ key_busy_elsewhere(Oid nspid, text *scope, text *key)
 	TupleTableSlot *slot;
 	bool		busy = false;
 
+	/* A standby has no writers to wait for; the SQL path reports its errors */
+	if (RecoveryInProgress())
+		return false;
 	if (!OidIsValid(relid))
 		elog(ERROR, "ledger table of the idempotency extension is missing");
 	rel = table_open(relid, AccessShareLock);

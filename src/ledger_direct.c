@@ -17,8 +17,9 @@
  *
  * Everything else (takeovers, attempts from earlier transactions, errors)
  * stays on the SQL path in ledger.c.  The direct path is used only where it
- * behaves exactly like the SQL path: READ COMMITTED, a ledger with no
- * triggers or row security, and the column layout the install script made.
+ * behaves exactly like the SQL path: READ COMMITTED, a read-write
+ * transaction on a primary, a ledger with no triggers or row security, and
+ * the column layout the install script made.
  *
  * src/ledger_direct.c
  *
@@ -32,6 +33,7 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "executor/executor.h"
@@ -99,7 +101,12 @@ LedgerDirectOpen(LedgerDirect *ld, Oid nspid)
 	Relation	rel;
 	RangeTblEntry *rte;
 
-	if (IsolationUsesXactSnapshot())
+	/*
+	 * Read-only transactions and standbys get the SQL path, which raises
+	 * the errors PostgreSQL raises for any write (or for an unlogged ledger
+	 * during recovery).
+	 */
+	if (IsolationUsesXactSnapshot() || XactReadOnly || RecoveryInProgress())
 		return false;
 	relid = get_relname_relid(IDEM_LEDGER_NAME, nspid);
 	if (!OidIsValid(relid))
