@@ -733,6 +733,34 @@ begin_direct(const BeginArgs *args, Oid nspid, TimestampTz now, bool once,
 }
 
 /*
+ * The result for a live row read on the SQL path (completed: replayed, held:
+ * in_progress), after checking the request.  Disconnects from SPI.
+ */
+static Datum
+live_row_result(FunctionCallInfo fcinfo, MemoryContext callercxt,
+				const BeginArgs *args, const LedgerRow *row, RowStanding standing)
+{
+	Datum		response = (Datum) 0;
+
+	if (!same_request(row, args))
+		report_request_mismatch(args);
+	if (standing == ROW_COMPLETED)
+	{
+		MemoryContext spicxt = MemoryContextSwitchTo(callercxt);
+
+		if (!row->response_null)
+			response = PointerGetDatum(PG_DETOAST_DATUM_COPY(row->response));
+		MemoryContextSwitchTo(spicxt);
+		ledger_disconnect();
+		return make_result(fcinfo, "replayed", row->status_null, row->status,
+						   row->response_null, response, false, row->attempt);
+	}
+	ledger_disconnect();
+	return make_result(fcinfo, "in_progress", true, 0, true, 0,
+					   false, row->attempt);
+}
+
+/*
  * idem_begin(key, request, scope, ttl, lease, wait) returns idem_result
  *
  * Claims the key for a new attempt ('started'), replays a completed one
@@ -791,6 +819,24 @@ idem_begin(PG_FUNCTION_ARGS)
 
 	ledger_connect();
 	ledger_prepare(nspid);
+
+	/*
+	 * A read-only transaction or a standby cannot insert, but can still
+	 * replay a completed key: read before trying to write.
+	 */
+	if (XactReadOnly || RecoveryInProgress())
+	{
+		LedgerRow	row;
+		RowStanding standing;
+
+		if (fetch_row(plans.select, args.scope, args.key, &row))
+		{
+			standing = row_standing(&row, now);
+			if (standing == ROW_COMPLETED || standing == ROW_HELD)
+				PG_RETURN_DATUM(live_row_result(fcinfo, callercxt, &args, &row,
+												standing));
+		}
+	}
 
 	for (int tries = 0; !done; tries++)
 	{
@@ -853,26 +899,7 @@ idem_begin(PG_FUNCTION_ARGS)
 		}
 
 		/* A live row: completed or held */
-		if (!same_request(&row, &args))
-			report_request_mismatch(&args);
-		if (standing == ROW_COMPLETED)
-		{
-			MemoryContext spicxt = MemoryContextSwitchTo(callercxt);
-			Datum		response = (Datum) 0;
-
-			if (!row.response_null)
-				response = PointerGetDatum(PG_DETOAST_DATUM_COPY(row.response));
-			MemoryContextSwitchTo(spicxt);
-			ledger_disconnect();
-			result = make_result(fcinfo, "replayed", row.status_null, row.status,
-								 row.response_null, response, false, row.attempt);
-		}
-		else
-		{
-			ledger_disconnect();
-			result = make_result(fcinfo, "in_progress", true, 0, true, 0,
-								 false, row.attempt);
-		}
+		result = live_row_result(fcinfo, callercxt, &args, &row, standing);
 		done = true;
 	}
 
