@@ -30,6 +30,7 @@ Interval	IdemDefaultLease = {5 * 60 * USECS_PER_SEC, 0, 0};
 Interval	IdemClockOffset = {0, 0, 0};
 int			IdemSweepInterval = 60;
 int			IdemSweepBatchSize = 10000;
+bool		IdemSweepVacuum = true;
 bool		IdemPreloaded = false;
 
 static char *default_ttl_text = NULL;
@@ -237,6 +238,15 @@ _PG_init(void)
 							PGC_SIGHUP,
 							0,
 							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("idempotency.sweep_vacuum",
+							 "Vacuum the ledger after a sweep that leaves a tenth of it or more as dead rows.",
+							 "Settable per database.  Autovacuum alone may come too late to let new keys reuse the space.",
+							 &IdemSweepVacuum,
+							 true,
+							 PGC_SUSET,
+							 0,
+							 NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("idempotency");
 

@@ -68,6 +68,8 @@ typedef enum IdemPassOutcome
 
 struct BackgroundWorkerHandle;
 
+extern bool IdemSweepVacuum;	/* GUC idempotency.sweep_vacuum, in idempotency.c */
+
 extern Size IdemSweepShmemSize(void);
 extern bool IdemSweeperLaunch(Oid dboid, const char *dbname, int run,
 							  struct BackgroundWorkerHandle **handle);

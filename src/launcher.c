@@ -19,7 +19,8 @@
  *	  TEMPLATE never find a sweeper in their way.  One that arrives during a
  *	  pass finds the sweeper gone within one batch: the sweeper checks before
  *	  each batch whether someone waits for the database's lock, and leaves;
- *	  the launcher checks that lock too before it starts a sweeper;
+ *	  the launcher checks that lock before it starts a sweeper, and every
+ *	  WATCH_MS while one runs, and stops a sweeper caught in a longer step;
  *	- DROP EXTENSION needs nothing: the next pass finds no extension, says
  *	  so, and exits with code 0;
  *	- sweepers use background worker slots only while they sweep, and at
@@ -99,6 +100,9 @@ PG_FUNCTION_INFO_V1(idem_sweeper_wake);
 /* pg_database is read at least this often, to see new and dropped databases */
 #define RESCAN_MS				10000
 
+/* While sweepers run, the launcher checks this often that nobody waits for them */
+#define WATCH_MS				500
+
 /* Longest nap of the launcher, and longest back-off of a database */
 #define MAX_NAP_MS				60000
 #define MAX_BACKOFF_MS			(10 * 60 * 1000)
@@ -127,6 +131,7 @@ typedef struct LauncherDb
 	TimestampTz published;		/* next pass as last shown in the status */
 	int			run;			/* run slot of its running sweeper, or -1 */
 	BackgroundWorkerHandle *handle;
+	bool		terminating;	/* we asked that sweeper to stop */
 } LauncherDb;
 
 static LauncherShared *shared = NULL;
@@ -390,6 +395,7 @@ scan_databases(void)
 			db->published = 0;
 			db->run = -1;
 			db->handle = NULL;
+			db->terminating = false;
 		}
 		db->dbname = pgdb->datname;
 		db->seen = true;
@@ -403,10 +409,14 @@ scan_databases(void)
 	{
 		if (db->seen)
 			continue;
-		if (db->handle != NULL)
-			TerminateBackgroundWorker(db->handle);	/* forgotten once stopped */
-		else
+		if (db->handle == NULL)
 			forget_database(db);
+		else if (!db->terminating)
+		{
+			/* forgotten once it has stopped */
+			TerminateBackgroundWorker(db->handle);
+			db->terminating = true;
+		}
 	}
 }
 
@@ -522,12 +532,41 @@ reap_sweepers(void)
 		db->run = -1;
 		pfree(db->handle);
 		db->handle = NULL;
+		db->terminating = false;
 
 		if (!db->seen)
 			forget_database(db);
 		else
 			pass_ended(db, outcome);
 	}
+}
+
+/*
+ * A sweeper steps aside by itself between two batches when someone needs its
+ * database (DROP DATABASE and the like, which give up after five seconds);
+ * this covers the longer steps, a slow batch or the vacuum after a pass: the
+ * sweeper is told to stop.  Returns whether any sweeper is running.
+ */
+static bool
+watch_sweepers(void)
+{
+	HASH_SEQ_STATUS seq;
+	LauncherDb *db;
+	bool		running = false;
+
+	hash_seq_init(&seq, databases);
+	while ((db = hash_seq_search(&seq)) != NULL)
+	{
+		if (db->handle == NULL)
+			continue;
+		running = true;
+		if (!db->terminating && IdemDatabaseIsBusy(db->dboid))
+		{
+			TerminateBackgroundWorker(db->handle);
+			db->terminating = true;
+		}
+	}
+	return running;
 }
 
 /*
@@ -725,6 +764,8 @@ IdemLauncherMain(Datum main_arg)
 		publish_schedule();
 
 		nap = Min(nap, RESCAN_MS);
+		if (watch_sweepers())
+			nap = Min(nap, WATCH_MS);
 		pgstat_report_activity(STATE_IDLE, NULL);
 		(void) WaitLatch(MyLatch,
 						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,

@@ -19,6 +19,15 @@
  *	  stays connected and runs a pass every idempotency.sweep_interval until
  *	  idem_sweeper_stop(), SIGTERM, DROP EXTENSION or DROP DATABASE.
  *
+ * After a pass that leaves a tenth of the ledger or more as dead rows, the
+ * sweeper vacuums it at once.  Autovacuum would come too, but only at its
+ * next visit (autovacuum_naptime, a minute by default): keys written
+ * meanwhile would extend the table instead of reusing the space, and the
+ * ledger would grow with every fill-and-expire cycle faster than that (see
+ * bench/sweep_bloat.sh).  idempotency.sweep_vacuum = off (for the server or
+ * one database) turns this off, and a ledger with autovacuum_enabled = off
+ * is left alone.
+ *
  * The status board is a small array in shared memory, one slot per database
  * that has a sweeper, read by idem_sweeper_status().  When the library is
  * preloaded its space is reserved at server start; otherwise it is taken on
@@ -38,14 +47,14 @@
 #include "access/table.h"
 #include "access/xact.h"
 #include "access/xlog.h"
-#include "catalog/indexing.h"
 #include "catalog/pg_database.h"
 #include "catalog/pg_extension.h"
 #include "commands/dbcommands.h"
-#include "commands/extension.h"
+#include "commands/vacuum.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "nodes/makefuncs.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
@@ -64,6 +73,7 @@
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/rel.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
@@ -86,6 +96,13 @@ PG_FUNCTION_INFO_V1(idem_sweeper_status);
 /* Longest back-off after failed passes */
 #define MAX_BACKOFF_MS			(10 * 60 * 1000)
 
+/*
+ * After a pass, the sweeper vacuums the ledger when at least this share of it,
+ * and at least this many rows, are dead
+ */
+#define VACUUM_DEAD_SHARE		0.1
+#define VACUUM_MIN_DEAD			1000
+
 /* How long idem_sweeper_start and idem_sweeper_stop wait for the worker */
 #define CONTROL_WAIT_MS			10000
 
@@ -94,7 +111,6 @@ typedef struct SweepSlot
 {
 	Oid			dboid;			/* InvalidOid when the slot is free */
 	pid_t		pid;			/* sweeper connected to the database, or 0 */
-	bool		dynamic;		/* that sweeper came from idem_sweeper_start */
 	bool		sweeping;		/* a pass is in progress */
 	int			failures;		/* consecutive failed passes */
 	TimestampTz pass_started;	/* start of the current or last pass */
@@ -239,6 +255,25 @@ board_find_or_take(Oid dboid)
 		slot->dboid = dboid;
 	}
 	return slot;
+}
+
+/* True when a sweeper of database dboid would find a status slot */
+static bool
+board_has_room(Oid dboid)
+{
+	bool		room = false;
+
+	board_attach();
+	LWLockAcquire(&board->lock, LW_SHARED);
+	for (int i = 0; i < board->nslots && !room; i++)
+	{
+		SweepSlot  *s = &board->slots[i];
+
+		room = (s->dboid == dboid || !OidIsValid(s->dboid) ||
+				(!IdemPreloaded && !sweeper_alive(s->pid, s->dboid)));
+	}
+	LWLockRelease(&board->lock);
+	return room;
 }
 
 /*
@@ -439,6 +474,113 @@ record_failure(const ErrorData *edata)
 }
 
 /*
+ * In PG_CATCH: report the error the first time it occurs, leave the failed
+ * transaction as autovacuum does, and say how the pass ends.
+ */
+static PassEnd
+recover_from_error(void)
+{
+	ErrorData  *edata;
+	bool		canceled;
+
+	HOLD_INTERRUPTS();
+	MemoryContextSwitchTo(sweeper.pass_context);
+	edata = CopyErrorData();
+	canceled = (edata->sqlerrcode == ERRCODE_QUERY_CANCELED);
+	if (!canceled && failure_is_new(edata))
+		EmitErrorReport();
+	FlushErrorState();
+	AbortOutOfAnyTransaction();
+	RESUME_INTERRUPTS();
+
+	if (canceled)
+		return PASS_CANCELED;
+	record_failure(edata);
+	return PASS_FAILED;
+}
+
+/*
+ * True when the ledger has enough dead rows for the sweeper to vacuum it, as
+ * the table statistics count them (the sweeper's own deletes included: they
+ * are flushed at the end of each pass).
+ */
+static bool
+ledger_needs_vacuum(Oid relid)
+{
+	Relation	rel = table_open(relid, AccessShareLock);
+	bool		enabled = true;
+	PgStat_StatTabEntry *tab;
+
+	if (rel->rd_options != NULL)
+		enabled = ((StdRdOptions *) rel->rd_options)->autovacuum.enabled;
+	table_close(rel, AccessShareLock);
+	if (!enabled)
+		return false;
+
+	tab = pgstat_fetch_stat_tabentry(relid);
+	if (tab == NULL)
+		return false;
+	return tab->n_dead_tuples >= VACUUM_MIN_DEAD &&
+		tab->n_dead_tuples >= VACUUM_DEAD_SHARE *
+		(tab->n_live_tuples + tab->n_dead_tuples);
+}
+
+/*
+ * Vacuum the ledger when the pass left it with many dead rows.  It runs as
+ * VACUUM (SKIP_LOCKED) does: it takes no lock that foreground callers need,
+ * and does nothing when autovacuum is at the ledger already.
+ */
+static void
+vacuum_ledger_if_needed(void)
+{
+	Oid			nspid;
+	Oid			relid = InvalidOid;
+	bool		busy;
+	bool		needed = false;
+	List	   *rels;
+	VacuumParams params;
+	MemoryContext oldcontext;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	nspid = lock_extension_schema(&busy);
+	if (OidIsValid(nspid))
+		relid = get_relname_relid(IDEM_LEDGER_NAME, nspid);
+	if (OidIsValid(relid) && IdemSweepVacuum)
+		needed = ledger_needs_vacuum(relid);
+	if (!needed)
+	{
+		CommitTransactionCommand();
+		return;
+	}
+
+	pgstat_report_activity(STATE_RUNNING, "vacuuming the ledger");
+
+	/* vacuum() commits our transaction: what it is given must outlive it */
+	oldcontext = MemoryContextSwitchTo(sweeper.pass_context);
+	rels = list_make1(makeVacuumRelation(NULL, relid, NIL));
+	MemoryContextSwitchTo(oldcontext);
+
+	memset(&params, 0, sizeof(params));
+	params.options = VACOPT_VACUUM | VACOPT_SKIP_LOCKED | VACOPT_PROCESS_TOAST;
+	params.freeze_min_age = -1;
+	params.freeze_table_age = -1;
+	params.multixact_freeze_min_age = -1;
+	params.multixact_freeze_table_age = -1;
+	params.is_wraparound = false;
+	params.log_min_duration = -1;
+	params.index_cleanup = VACOPTVALUE_UNSPECIFIED;
+	params.truncate = VACOPTVALUE_UNSPECIFIED;
+	params.nworkers = -1;		/* no parallel workers */
+
+	/* vacuum() keeps its cross-transaction memory under PortalContext */
+	PortalContext = sweeper.pass_context;
+	vacuum(rels, &params, NULL, true);
+	PortalContext = NULL;
+	CommitTransactionCommand();
+}
+
+/*
  * One pass over the ledger, in batches of idempotency.sweep_batch_size, each
  * committed on its own.  Errors end the pass; the caller backs off.
  */
@@ -472,8 +614,8 @@ sweep_pass(void)
 
 	for (;;)
 	{
-		bool		reached_end = false;
-		uint64		batch_removed = 0;
+		volatile bool reached_end = false;
+		volatile uint64 batch_removed = 0;
 		volatile bool go_on = true;
 		TimestampTz batch_start;
 		long		secs;
@@ -500,35 +642,18 @@ sweep_pass(void)
 		PG_TRY();
 		{
 			PassEnd		batch_end = PASS_DONE;
+			bool		at_end = false;
+			uint64		n = 0;
 
-			go_on = sweep_batch(&cursor, &reached_end, &batch_removed,
-								&batch_end);
+			go_on = sweep_batch(&cursor, &at_end, &n, &batch_end);
+			reached_end = at_end;
+			batch_removed = n;
 			if (!go_on)
 				end = batch_end;
 		}
 		PG_CATCH();
 		{
-			ErrorData  *edata;
-			bool		canceled;
-
-			/* Report and leave the failed transaction, as autovacuum does */
-			HOLD_INTERRUPTS();
-			MemoryContextSwitchTo(sweeper.pass_context);
-			edata = CopyErrorData();
-			canceled = (edata->sqlerrcode == ERRCODE_QUERY_CANCELED);
-			if (!canceled && failure_is_new(edata))
-				EmitErrorReport();
-			FlushErrorState();
-			AbortOutOfAnyTransaction();
-			RESUME_INTERRUPTS();
-
-			if (canceled)
-				end = PASS_CANCELED;
-			else
-			{
-				end = PASS_FAILED;
-				record_failure(edata);
-			}
+			end = recover_from_error();
 			go_on = false;
 		}
 		PG_END_TRY();
@@ -553,27 +678,50 @@ sweep_pass(void)
 			break;
 	}
 
-	error_context_stack = errcallback.previous;
+	/* Let autovacuum, and the check below, see the dead rows at once */
+	pgstat_report_stat(true);
 
+	/* The deletions are over: publish the pass */
 	if (end == PASS_DONE)
 		sweeper.failures = 0;
+	if (sweeper.slot != NULL && end == PASS_DONE)
+	{
+		LWLockAcquire(&board->lock, LW_EXCLUSIVE);
+		sweeper.slot->pass_finished = GetCurrentTimestamp();
+		sweeper.slot->removed_last_pass = removed;
+		sweeper.slot->longest_batch_us = longest_us;
+		sweeper.slot->failures = 0;
+		sweeper.slot->last_error[0] = '\0';
+		LWLockRelease(&board->lock);
+	}
+
+	/* Then vacuum the ledger, if the pass left much to vacuum */
+	if (end == PASS_DONE && removed > 0)
+	{
+		if (IdemDatabaseIsBusy(MyDatabaseId))
+			end = PASS_DATABASE_BUSY;
+		else
+		{
+			PG_TRY();
+			{
+				vacuum_ledger_if_needed();
+			}
+			PG_CATCH();
+			{
+				end = recover_from_error();
+			}
+			PG_END_TRY();
+		}
+	}
+
+	error_context_stack = errcallback.previous;
+
 	if (sweeper.slot != NULL)
 	{
 		LWLockAcquire(&board->lock, LW_EXCLUSIVE);
 		sweeper.slot->sweeping = false;
-		if (end == PASS_DONE)
-		{
-			sweeper.slot->pass_finished = GetCurrentTimestamp();
-			sweeper.slot->removed_last_pass = removed;
-			sweeper.slot->longest_batch_us = longest_us;
-			sweeper.slot->failures = 0;
-			sweeper.slot->last_error[0] = '\0';
-		}
 		LWLockRelease(&board->lock);
 	}
-
-	/* Let autovacuum see the dead rows at once */
-	pgstat_report_stat(true);
 
 	elog(DEBUG1, "idempotency sweeper of database \"%s\": pass removed " INT64_FORMAT " keys",
 		 sweeper.dbname, (int64) removed);
@@ -617,7 +765,6 @@ sweeper_claim_slot(bool dynamic)
 	if (slot != NULL)
 	{
 		slot->pid = MyProcPid;
-		slot->dynamic = dynamic;
 		slot->sweeping = false;
 		slot->next_pass = 0;
 	}
@@ -625,8 +772,20 @@ sweeper_claim_slot(bool dynamic)
 
 	sweeper.slot = slot;
 	if (slot == NULL)
+	{
+		/*
+		 * Without a slot a sweeper of idem_sweeper_start could be neither
+		 * seen nor stopped, so it does not run; one of the launcher's runs,
+		 * as the launcher keeps track of it.
+		 */
+		if (dynamic)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("idempotency sweeper of database \"%s\" cannot start: %d databases have one already",
+							sweeper.dbname, board->nslots)));
 		elog(DEBUG1, "idempotency sweeper of database \"%s\" runs without a status slot: all %d are taken",
 			 sweeper.dbname, board->nslots);
+	}
 	before_shmem_exit(sweeper_release_slot, (Datum) 0);
 	return true;
 }
@@ -940,6 +1099,12 @@ idem_sweeper_start(PG_FUNCTION_ARGS)
 				(errmsg("a sweeper already runs for database \"%s\"", dbname)));
 		PG_RETURN_INT32(pid);
 	}
+	if (!board_has_room(MyDatabaseId))
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("cannot start a sweeper: %d databases have one already",
+						board->nslots),
+				 errhint("Stop a sweeper with idem_sweeper_stop(), or add idempotency to shared_preload_libraries.")));
 
 	if (!IdemSweeperLaunch(MyDatabaseId, dbname, -1, &handle))
 		ereport(ERROR,
