@@ -60,10 +60,12 @@ PG_FUNCTION_INFO_V1(idem_set_logged);
  * Statements, with %s standing for the schema-qualified ledger.  Operators
  * are qualified too, so no search_path can change what they mean.
  */
+/* Both take the ledger's columns in table order as $1 ... $11 */
 static const char *insert_sql =
-"INSERT INTO %s AS l (scope, key, state, attempt, created_at, lease_until,"
-"                     expires_at, finished_at, fingerprint)"
-" VALUES ($1, $2, $3, 1, $4, $5, $6, $7, $8)"
+"INSERT INTO %s AS l (scope, key, state, status, response, attempt,"
+"                     created_at, expires_at, lease_until, finished_at,"
+"                     fingerprint)"
+" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
 " ON CONFLICT (scope, key) DO NOTHING"
 " RETURNING l.attempt";
 
@@ -85,9 +87,9 @@ static const char *lock_skip_sql =
 " FOR UPDATE SKIP LOCKED";
 
 static const char *replace_sql =
-"UPDATE %s SET state = $3, status = NULL, response = NULL, attempt = $4,"
-"       created_at = COALESCE($5, created_at), lease_until = $6,"
-"       expires_at = $7, finished_at = $8, fingerprint = $9"
+"UPDATE %s SET state = $3, status = $4, response = $5, attempt = $6,"
+"       created_at = COALESCE($7, created_at), expires_at = $8,"
+"       lease_until = $9, finished_at = $10, fingerprint = $11"
 " WHERE scope OPERATOR(pg_catalog.=) $1 AND key OPERATOR(pg_catalog.=) $2";
 
 /*
@@ -179,11 +181,9 @@ ledger_prepare(Oid nspid)
 	char	   *nspname;
 	char	   *ledger;
 	Oid			key_args[2] = {TEXTOID, TEXTOID};
-	Oid			insert_args[8] = {TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID,
-	TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID, BYTEAOID};
-	Oid			replace_args[9] = {TEXTOID, TEXTOID, TEXTOID, INT4OID,
-		TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID,
-	BYTEAOID};
+	Oid			row_args[Natts_ledger] = {TEXTOID, TEXTOID, TEXTOID, INT4OID,
+		JSONBOID, INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID,
+	TIMESTAMPTZOID, BYTEAOID};
 	Oid			finish_args[6] = {TEXTOID, TEXTOID, INT4OID, JSONBOID,
 	TIMESTAMPTZOID, INT4OID};
 	Oid			release_args[4] = {TEXTOID, TEXTOID, TIMESTAMPTZOID, INT4OID};
@@ -213,11 +213,11 @@ ledger_prepare(Oid nspid)
 	ledger = psprintf("%s.%s", quote_identifier(nspname),
 					  quote_identifier(IDEM_LEDGER_NAME));
 
-	plans.insert = prepare_kept(insert_sql, ledger, 8, insert_args);
+	plans.insert = prepare_kept(insert_sql, ledger, Natts_ledger, row_args);
 	plans.select = prepare_kept(select_sql, ledger, 2, key_args);
 	plans.lock = prepare_kept(lock_sql, ledger, 2, key_args);
 	plans.lock_skip = prepare_kept(lock_skip_sql, ledger, 2, key_args);
-	plans.replace = prepare_kept(replace_sql, ledger, 9, replace_args);
+	plans.replace = prepare_kept(replace_sql, ledger, Natts_ledger, row_args);
 	plans.finish = prepare_kept(finish_sql, ledger, 6, finish_args);
 	plans.release = prepare_kept(release_sql, ledger, 4, release_args);
 	plans.sweep = prepare_kept(sweep_sql, ledger, 3, sweep_args);
@@ -369,16 +369,8 @@ read_row(LedgerRow *row)
 	row->status = row->status_null ? 0 : DatumGetInt32(d);
 	row->response = SPI_getbinval(tup, desc, 3, &row->response_null);
 	row->attempt = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
-	d = SPI_getbinval(tup, desc, 5, &row->fingerprint_null);
-	if (!row->fingerprint_null)
-	{
-		bytea	   *fp = DatumGetByteaPP(d);
-
-		if (VARSIZE_ANY_EXHDR(fp) != IDEM_FINGERPRINT_LEN)
-			row->fingerprint_null = true;	/* cannot match any request */
-		else
-			memcpy(row->fingerprint, VARDATA_ANY(fp), IDEM_FINGERPRINT_LEN);
-	}
+	d = SPI_getbinval(tup, desc, 5, &isnull);
+	LedgerRowSetFingerprint(row, d, isnull);
 	row->created_at = 0;			/* not read on the SQL path */
 	row->expires_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 6, &isnull));
 	d = SPI_getbinval(tup, desc, 7, &row->lease_null);
@@ -540,117 +532,6 @@ fingerprint_datum(const BeginArgs *args, char *nullflag)
 }
 
 /*
- * Try to insert a new row for the key.  Waits behind an uncommitted insert
- * of the same key (the primary key decides).  True if our row went in.
- */
-static bool
-insert_attempt(const BeginArgs *args, bool completed, TimestampTz now)
-{
-	Datum		values[8];
-	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
-	int			rc;
-
-	values[0] = PointerGetDatum(args->scope);
-	values[1] = PointerGetDatum(args->key);
-	values[3] = TimestampTzGetDatum(now);
-	if (completed)
-	{
-		values[2] = CStringGetTextDatum("completed");
-		nulls[4] = 'n';
-		values[4] = (Datum) 0;
-		values[5] = TimestampTzGetDatum(IdemTimestampPlus(now, &args->ttl));
-		values[6] = TimestampTzGetDatum(now);
-	}
-	else
-	{
-		TimestampTz lease_until = IdemTimestampPlus(now, &args->lease);
-
-		values[2] = CStringGetTextDatum("in_progress");
-		values[4] = TimestampTzGetDatum(lease_until);
-		values[5] = TimestampTzGetDatum(IdemTimestampPlus(lease_until, &args->ttl));
-		nulls[6] = 'n';
-		values[6] = (Datum) 0;
-	}
-	values[7] = fingerprint_datum(args, &nulls[7]);
-
-	rc = SPI_execute_plan(plans.insert, values, nulls, false, 1);
-	if (rc != SPI_OK_INSERT_RETURNING)
-		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
-	return SPI_processed == 1;
-}
-
-/*
- * Give a locked row to a new attempt: attempt one higher after a lapsed or
- * released lease, a fresh key (attempt 1) after expiry.
- */
-static int32
-take_over(const BeginArgs *args, const LedgerRow *row, RowStanding standing,
-		  bool completed, TimestampTz now)
-{
-	Datum		values[9];
-	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
-	int32		attempt;
-	int			rc;
-
-	/*
-	 * An expired completed key starts afresh.  Any other takeover counts on,
-	 * so that a late finish by an earlier owner meets IK003.
-	 */
-	if (standing == ROW_EXPIRED && row->is_completed)
-		attempt = 1;
-	else
-		attempt = row->attempt + 1;
-
-	values[0] = PointerGetDatum(args->scope);
-	values[1] = PointerGetDatum(args->key);
-	values[3] = Int32GetDatum(attempt);
-	if (standing == ROW_EXPIRED)
-		values[4] = TimestampTzGetDatum(now);
-	else
-	{
-		nulls[4] = 'n';
-		values[4] = (Datum) 0;
-	}
-	if (completed)
-	{
-		values[2] = CStringGetTextDatum("completed");
-		nulls[5] = 'n';
-		values[5] = (Datum) 0;
-		values[6] = TimestampTzGetDatum(IdemTimestampPlus(now, &args->ttl));
-		values[7] = TimestampTzGetDatum(now);
-	}
-	else
-	{
-		TimestampTz lease_until = IdemTimestampPlus(now, &args->lease);
-
-		values[2] = CStringGetTextDatum("in_progress");
-		values[5] = TimestampTzGetDatum(lease_until);
-		values[6] = TimestampTzGetDatum(IdemTimestampPlus(lease_until, &args->ttl));
-		nulls[7] = 'n';
-		values[7] = (Datum) 0;
-	}
-	values[8] = fingerprint_datum(args, &nulls[8]);
-
-	rc = SPI_execute_plan(plans.replace, values, nulls, false, 1);
-	if (rc != SPI_OK_UPDATE)
-		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
-	if (SPI_processed != 1)
-		elog(ERROR, "locked ledger row vanished during takeover");
-	return attempt;
-}
-
-/*
- * The attempt this backend inserted last through the direct path, so that
- * finishing it needs no index search.
- */
-static struct
-{
-	TransactionId xid;
-	Oid			nspid;
-	ItemPointerData tid;
-}			last_insert;
-
-/*
  * The columns of a new row for args: an attempt in progress, or (for
  * idem_once) a key completed at once.
  */
@@ -692,6 +573,81 @@ new_row_values(const BeginArgs *args, bool completed, TimestampTz now,
 	values[Anum_ledger_fingerprint - 1] = fingerprint_datum(args, &fpnull);
 	nulls[Anum_ledger_fingerprint - 1] = (fpnull == 'n');
 }
+
+/* Run a kept statement with the ledger's columns as parameters */
+static int
+execute_row(SPIPlanPtr plan, Datum *values, bool *nulls)
+{
+	char		flags[Natts_ledger];
+
+	for (int i = 0; i < Natts_ledger; i++)
+		flags[i] = nulls[i] ? 'n' : ' ';
+	return SPI_execute_plan(plan, values, flags, false, 1);
+}
+
+/*
+ * Try to insert a new row for the key.  Waits behind an uncommitted insert
+ * of the same key (the primary key decides).  True if our row went in.
+ */
+static bool
+insert_attempt(const BeginArgs *args, bool completed, TimestampTz now)
+{
+	Datum		values[Natts_ledger];
+	bool		nulls[Natts_ledger];
+	int			rc;
+
+	new_row_values(args, completed, now, values, nulls);
+	rc = execute_row(plans.insert, values, nulls);
+	if (rc != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
+	return SPI_processed == 1;
+}
+
+/*
+ * Give a locked row to a new attempt: attempt one higher after a lapsed or
+ * released lease, a fresh key (attempt 1) after expiry.
+ */
+static int32
+take_over(const BeginArgs *args, const LedgerRow *row, RowStanding standing,
+		  bool completed, TimestampTz now)
+{
+	Datum		values[Natts_ledger];
+	bool		nulls[Natts_ledger];
+	int32		attempt;
+	int			rc;
+
+	/*
+	 * An expired completed key starts afresh.  Any other takeover counts on,
+	 * so that a late finish by an earlier owner meets IK003.
+	 */
+	if (standing == ROW_EXPIRED && row->is_completed)
+		attempt = 1;
+	else
+		attempt = row->attempt + 1;
+
+	new_row_values(args, completed, now, values, nulls);
+	values[Anum_ledger_attempt - 1] = Int32GetDatum(attempt);
+	/* a key that counted as absent is born again; a takeover keeps its birth */
+	nulls[Anum_ledger_created_at - 1] = (standing != ROW_EXPIRED);
+
+	rc = execute_row(plans.replace, values, nulls);
+	if (rc != SPI_OK_UPDATE)
+		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed != 1)
+		elog(ERROR, "locked ledger row vanished during takeover");
+	return attempt;
+}
+
+/*
+ * The attempt this backend inserted last through the direct path, so that
+ * finishing it needs no index search.
+ */
+static struct
+{
+	TransactionId xid;
+	Oid			nspid;
+	ItemPointerData tid;
+}			last_insert;
 
 /*
  * The direct path of begin and once (ledger_direct.c): replay or report a

@@ -68,6 +68,25 @@ typedef struct BeginArgs
 #define Anum_ledger_fingerprint	11
 #define Natts_ledger			11
 
+/*
+ * Set row's fingerprint from the ledger's bytea; a value of the wrong length
+ * counts as NULL, so that it matches no request.
+ */
+static inline void
+LedgerRowSetFingerprint(LedgerRow *row, Datum d, bool isnull)
+{
+	bytea	   *fp;
+
+	row->fingerprint_null = isnull;
+	if (isnull)
+		return;
+	fp = DatumGetByteaPP(d);
+	if (VARSIZE_ANY_EXHDR(fp) != IDEM_FINGERPRINT_LEN)
+		row->fingerprint_null = true;
+	else
+		memcpy(row->fingerprint, VARDATA_ANY(fp), IDEM_FINGERPRINT_LEN);
+}
+
 /* The ledger opened for direct heap and index access (ledger_direct.c) */
 typedef struct LedgerDirect
 {

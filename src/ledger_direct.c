@@ -197,16 +197,8 @@ read_slot(LedgerDirect *ld, bool want_response, LedgerRow *row,
 	if (want_response && !row->response_null)
 		row->response = PointerGetDatum(PG_DETOAST_DATUM_COPY(d));
 	row->attempt = DatumGetInt32(slot_getattr(slot, Anum_ledger_attempt, &isnull));
-	d = slot_getattr(slot, Anum_ledger_fingerprint, &row->fingerprint_null);
-	if (!row->fingerprint_null)
-	{
-		bytea	   *fp = DatumGetByteaPP(d);
-
-		if (VARSIZE_ANY_EXHDR(fp) != IDEM_FINGERPRINT_LEN)
-			row->fingerprint_null = true;
-		else
-			memcpy(row->fingerprint, VARDATA_ANY(fp), IDEM_FINGERPRINT_LEN);
-	}
+	d = slot_getattr(slot, Anum_ledger_fingerprint, &isnull);
+	LedgerRowSetFingerprint(row, d, isnull);
 	row->created_at = DatumGetTimestampTz(slot_getattr(slot, Anum_ledger_created_at,
 													   &isnull));
 	row->expires_at = DatumGetTimestampTz(slot_getattr(slot, Anum_ledger_expires_at,
