@@ -255,16 +255,42 @@ ledger_disconnect(void)
 		elog(ERROR, "SPI_finish failed: %s", SPI_result_code_string(rc));
 }
 
+/*
+ * What a call site looks up once: the function's schema (the extension's)
+ * and, for functions returning idem_result, its blessed tuple descriptor.
+ * Kept in fn_extra, which lives as long as the call site's FmgrInfo.
+ */
+typedef struct CallSiteCache
+{
+	Oid			nspid;
+	TupleDesc	result_desc;
+} CallSiteCache;
+
+static CallSiteCache *
+call_site(FunctionCallInfo fcinfo)
+{
+	CallSiteCache *cache = (CallSiteCache *) fcinfo->flinfo->fn_extra;
+
+	if (cache == NULL)
+	{
+		Oid			nspid = get_func_namespace(fcinfo->flinfo->fn_oid);
+
+		if (!OidIsValid(nspid))
+			elog(ERROR, "could not find the schema of function %u",
+				 fcinfo->flinfo->fn_oid);
+		cache = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt,
+									   sizeof(CallSiteCache));
+		cache->nspid = nspid;
+		fcinfo->flinfo->fn_extra = cache;
+	}
+	return cache;
+}
+
 /* The schema of the extension, as the schema of the function called */
 static Oid
 caller_namespace(FunctionCallInfo fcinfo)
 {
-	Oid			nspid = get_func_namespace(fcinfo->flinfo->fn_oid);
-
-	if (!OidIsValid(nspid))
-		elog(ERROR, "could not find the schema of function %u",
-			 fcinfo->flinfo->fn_oid);
-	return nspid;
+	return call_site(fcinfo)->nspid;
 }
 
 /* Raise 22004 when a required argument is NULL */
@@ -495,13 +521,21 @@ make_result(FunctionCallInfo fcinfo, const char *outcome,
 			bool response_null, Datum response,
 			bool attempt_null, int32 attempt)
 {
-	TupleDesc	tupdesc;
+	CallSiteCache *cache = call_site(fcinfo);
 	Datum		values[4];
 	bool		nulls[4];
 
-	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "return type must be a row type");
-	tupdesc = BlessTupleDesc(tupdesc);
+	if (cache->result_desc == NULL)
+	{
+		TupleDesc	tupdesc;
+		MemoryContext oldcxt;
+
+		if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+			elog(ERROR, "return type must be a row type");
+		oldcxt = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
+		cache->result_desc = BlessTupleDesc(CreateTupleDescCopy(tupdesc));
+		MemoryContextSwitchTo(oldcxt);
+	}
 	values[0] = CStringGetTextDatum(outcome);
 	nulls[0] = false;
 	values[1] = Int32GetDatum(status);
@@ -510,7 +544,7 @@ make_result(FunctionCallInfo fcinfo, const char *outcome,
 	nulls[2] = response_null;
 	values[3] = Int32GetDatum(attempt);
 	nulls[3] = attempt_null;
-	return HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls));
+	return HeapTupleGetDatum(heap_form_tuple(cache->result_desc, values, nulls));
 }
 
 /* Bytea datum of a fingerprint, or NULL when there is no request */
@@ -666,7 +700,7 @@ begin_direct(const BeginArgs *args, Oid nspid, TimestampTz now, bool once,
 	bool		own;
 	bool		decided = false;
 
-	if (!LedgerDirectOpen(&ld, nspid))
+	if (!LedgerDirectOpen(&ld, nspid, true))
 		return false;
 	new_row_values(args, once, now, values, nulls);
 	*inserted = LedgerDirectInsert(&ld, values, nulls, &tid);
@@ -677,7 +711,7 @@ begin_direct(const BeginArgs *args, Oid nspid, TimestampTz now, bool once,
 		last_insert.tid = tid;
 		decided = true;
 	}
-	else if (LedgerDirectFetchTid(&ld, &tid, NULL, args->scope, args->key,
+	else if (LedgerDirectFetchTid(&ld, &tid, false, args->scope, args->key,
 								  !once, row, &own))
 	{
 		/* The committed row (or our own) that holds the key */
@@ -918,12 +952,12 @@ finish_direct(Oid nspid, text *scope, text *key, int32 status,
 	bool		own;
 	bool		done = false;
 
-	if (!LedgerDirectOpen(&ld, nspid))
+	if (!LedgerDirectOpen(&ld, nspid, false))
 		return false;
 	if (TransactionIdIsValid(last_insert.xid) &&
 		TransactionIdIsCurrentTransactionId(last_insert.xid) &&
 		last_insert.nspid == nspid &&
-		LedgerDirectFetchTid(&ld, &last_insert.tid, ld.snapshot, scope, key,
+		LedgerDirectFetchTid(&ld, &last_insert.tid, true, scope, key,
 							 false, &row, &own))
 		tid = last_insert.tid;
 	else if (!LedgerDirectFetch(&ld, scope, key, false, &row, &tid, &own))

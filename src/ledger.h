@@ -92,21 +92,21 @@ typedef struct LedgerDirect
 {
 	Relation	rel;
 	Oid			pkey;
-	EState	   *estate;
+	EState	   *estate;			/* NULL until an index is needed */
 	ResultRelInfo *rri;
 	List	   *arbiters;		/* the primary key, for speculative insertion */
 	TupleTableSlot *rslot;		/* rows read through the primary key */
 	TupleTableSlot *wslot;		/* rows written */
-	Snapshot	snapshot;
+	Snapshot	snapshot;		/* taken when first needed */
 } LedgerDirect;
 
-extern bool LedgerDirectOpen(LedgerDirect *ld, Oid nspid);
+extern bool LedgerDirectOpen(LedgerDirect *ld, Oid nspid, bool for_insert);
 extern void LedgerDirectClose(LedgerDirect *ld);
 extern bool LedgerDirectFetch(LedgerDirect *ld, text *scope, text *key,
 							  bool want_response, LedgerRow *row,
 							  ItemPointer tid, bool *own_insert);
 extern bool LedgerDirectFetchTid(LedgerDirect *ld, ItemPointer tid,
-								 Snapshot snapshot, text *scope, text *key,
+								 bool visible_only, text *scope, text *key,
 								 bool want_response, LedgerRow *row,
 								 bool *own_insert);
 extern bool LedgerDirectInsert(LedgerDirect *ld, Datum *values, bool *nulls,

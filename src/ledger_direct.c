@@ -51,6 +51,8 @@
 #include "idempotency.h"
 #include "ledger.h"
 
+static void open_executor(LedgerDirect *ld, bool speculative);
+
 /* The ledger's columns, as the install script creates them */
 static const struct
 {
@@ -91,15 +93,15 @@ ledger_layout_ok(Relation rel)
 }
 
 /*
- * Open the ledger of schema nspid for direct access.  Returns false, having
- * opened nothing, when the SQL path must be used instead.
+ * Open the ledger of schema nspid for direct access, ready to insert when
+ * for_insert.  Returns false, having opened nothing, when the SQL path must
+ * be used instead.
  */
 bool
-LedgerDirectOpen(LedgerDirect *ld, Oid nspid)
+LedgerDirectOpen(LedgerDirect *ld, Oid nspid, bool for_insert)
 {
 	Oid			relid;
 	Relation	rel;
-	RangeTblEntry *rte;
 
 	/*
 	 * Read-only transactions and standbys get the SQL path, which raises
@@ -124,37 +126,66 @@ LedgerDirectOpen(LedgerDirect *ld, Oid nspid)
 
 	ld->rel = rel;
 	ld->pkey = RelationGetPrimaryKeyIndex(rel);
+	ld->estate = NULL;
+	ld->rri = NULL;
+	ld->arbiters = NIL;
+	ld->snapshot = NULL;
+	ld->rslot = table_slot_create(rel, NULL);
+	ld->wslot = MakeSingleTupleTableSlot(RelationGetDescr(rel), &TTSOpsVirtual);
+	if (for_insert)
+		open_executor(ld, true);
+	return true;
+}
 
-	/* An executor state for index maintenance, as logical replication does */
+/*
+ * An executor state with the ledger's indexes open, for index maintenance,
+ * as logical replication sets one up.  Only what needs it pays for it: an
+ * insert, a key search, an update that could not be HOT.
+ */
+static void
+open_executor(LedgerDirect *ld, bool speculative)
+{
+	RangeTblEntry *rte;
+
+	if (ld->estate != NULL)
+		return;
 	ld->estate = CreateExecutorState();
 	rte = makeNode(RangeTblEntry);
 	rte->rtekind = RTE_RELATION;
-	rte->relid = relid;
+	rte->relid = RelationGetRelid(ld->rel);
 	rte->relkind = RELKIND_RELATION;
 	rte->rellockmode = RowExclusiveLock;
 	ExecInitRangeTable(ld->estate, list_make1(rte));
 	ld->estate->es_output_cid = GetCurrentCommandId(true);
 
 	ld->rri = makeNode(ResultRelInfo);
-	InitResultRelInfo(ld->rri, rel, 1, NULL, 0);
-	ExecOpenIndices(ld->rri, true);
+	InitResultRelInfo(ld->rri, ld->rel, 1, NULL, 0);
+	ExecOpenIndices(ld->rri, speculative);
 	ld->arbiters = list_make1_oid(ld->pkey);
+}
 
-	ld->rslot = table_slot_create(rel, NULL);
-	ld->wslot = MakeSingleTupleTableSlot(RelationGetDescr(rel), &TTSOpsVirtual);
-	ld->snapshot = RegisterSnapshot(GetLatestSnapshot());
-	return true;
+/* The MVCC snapshot of this call, taken when first needed */
+static Snapshot
+ledger_snapshot(LedgerDirect *ld)
+{
+	if (ld->snapshot == NULL)
+		ld->snapshot = RegisterSnapshot(GetLatestSnapshot());
+	return ld->snapshot;
 }
 
 /* Release what LedgerDirectOpen took; the lock is kept to transaction end */
 void
 LedgerDirectClose(LedgerDirect *ld)
 {
-	UnregisterSnapshot(ld->snapshot);
+	if (ld->snapshot != NULL)
+		UnregisterSnapshot(ld->snapshot);
 	ExecDropSingleTupleTableSlot(ld->rslot);
 	ExecDropSingleTupleTableSlot(ld->wslot);
-	ExecCloseIndices(ld->rri);
-	FreeExecutorState(ld->estate);
+	if (ld->estate != NULL)
+	{
+		ExecCloseIndices(ld->rri);
+		FreeExecutorState(ld->estate);
+	}
 	table_close(ld->rel, NoLock);
 }
 
@@ -234,7 +265,8 @@ LedgerDirectFetch(LedgerDirect *ld, text *scope, text *key, bool want_response,
 	IndexScanDesc scan;
 	bool		found;
 
-	/* ExecOpenIndices opened the primary key among the others: find it */
+	/* ExecOpenIndices opens the primary key among the others: find it */
+	open_executor(ld, false);
 	for (int i = 0; i < ld->rri->ri_NumIndices; i++)
 	{
 		if (RelationGetRelid(ld->rri->ri_IndexRelationDescs[i]) == ld->pkey)
@@ -250,7 +282,7 @@ LedgerDirectFetch(LedgerDirect *ld, text *scope, text *key, bool want_response,
 				PointerGetDatum(key));
 	skey[1].sk_collation = idx->rd_indcollation[1];
 
-	scan = index_beginscan(ld->rel, idx, ld->snapshot, 2, 0);
+	scan = index_beginscan(ld->rel, idx, ledger_snapshot(ld), 2, 0);
 	index_rescan(scan, skey, 2, NULL, 0);
 	found = index_getnext_slot(scan, ForwardScanDirection, ld->rslot);
 	if (found)
@@ -261,12 +293,12 @@ LedgerDirectFetch(LedgerDirect *ld, text *scope, text *key, bool want_response,
 }
 
 /*
- * Read the row version at tid, if it is the one of (scope, key) and visible
- * to the snapshot (snapshot NULL: any version, as the primary key check
- * found it).
+ * Read the row version at tid, if it is the one of (scope, key): when
+ * visible_only, only if this call's snapshot sees it; otherwise whatever
+ * version is there, as the primary key check found it.
  */
 bool
-LedgerDirectFetchTid(LedgerDirect *ld, ItemPointer tid, Snapshot snapshot,
+LedgerDirectFetchTid(LedgerDirect *ld, ItemPointer tid, bool visible_only,
 					 text *scope, text *key, bool want_response,
 					 LedgerRow *row, bool *own_insert)
 {
@@ -274,7 +306,7 @@ LedgerDirectFetchTid(LedgerDirect *ld, ItemPointer tid, Snapshot snapshot,
 	bool		found;
 
 	found = table_tuple_fetch_row_version(ld->rel, tid,
-										  snapshot ? snapshot : SnapshotAny,
+										  visible_only ? ledger_snapshot(ld) : SnapshotAny,
 										  ld->rslot) &&
 		slot_has_key(ld, scope, key);
 	if (found)
@@ -355,14 +387,18 @@ LedgerDirectUpdate(LedgerDirect *ld, ItemPointer tid, Datum *values, bool *nulls
 	TM_Result	res;
 
 	store_values(slot, values, nulls);
-	res = table_tuple_update(ld->rel, tid, slot, ld->estate->es_output_cid,
-							 ld->snapshot, InvalidSnapshot, true,
+	res = table_tuple_update(ld->rel, tid, slot, GetCurrentCommandId(true),
+							 ledger_snapshot(ld), InvalidSnapshot, true,
 							 &tmfd, &lockmode, &update_indexes);
 	if (res != TM_Ok)
 		return false;
 	if (update_indexes)
+	{
+		/* Not a HOT update: the new version needs its index entries */
+		open_executor(ld, false);
 		list_free(ExecInsertIndexTuples(ld->rri, slot, ld->estate, true, false,
 										NULL, NIL));
+	}
 	CommandCounterIncrement();
 	return true;
 }
