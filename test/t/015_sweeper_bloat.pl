@@ -89,7 +89,11 @@ diag(sprintf('ledger size after cycles 1, 2, %d: swept %d, %d, %d kB; control %d
         $cycles, map { $_ / 1024 } $first{swept}, $second{swept}, $last{swept},
         $first{control}, $second{control}, $last{control}));
 
-cmp_ok($last{swept}, '<=', $second{swept} * 1.25,
+# Bounded: over the last cycles the swept ledger grows by less than half of
+# what one cycle writes (B-tree pages a vacuum deletes are reused only after
+# the next one, so a little slack is expected), while the control grows by a
+# whole cycle each time
+cmp_ok($last{swept} - $second{swept}, '<', $first{control} / 2,
     "the swept ledger stays bounded through $cycles fill-and-expire cycles");
 is(vacuums_of('swept'), $cycles, 'the sweeper vacuumed it after every pass');
 is(vacuums_of('control'), 0,
