@@ -33,6 +33,11 @@ sub set_conf
     my ($name, $value) = @_;
     $node->safe_psql('postgres', "ALTER SYSTEM SET $name = '$value'");
     $node->reload;
+    # Each poll is a new backend, forked from the postmaster: once it sees the
+    # value, so does every worker started after it
+    $node->poll_query_until('postgres',
+        "SELECT current_setting('$name') = '$value'")
+      or die "$name = '$value' was not loaded";
 }
 
 my $clock = 0;
@@ -97,7 +102,7 @@ is(scalar(grep { $_ % 7 != 0 } @steps),
 
 # sweep_interval = 0 in the middle of a pass: the sweeper stops within a batch
 set_conf('idempotency.sweep_batch_size', '2');
-fill(20000, 'c');
+fill(60000, 'c');
 expire_all();
 $node->poll_query_until('app', $sweeper_at_work)
   or die 'no sweeper at work';
@@ -122,7 +127,7 @@ $node->poll_query_until('app', 'SELECT count(*) = 0 FROM idem_ledger')
 pass('turned on again, the sweeper finishes the job');
 is( $node->safe_psql(
         'app', 'SELECT removed_total FROM idem_sweeper_status()'),
-    100 + 7 * 6000 + 20000,
+    100 + 7 * 6000 + 60000,
     'removed_total counts every key removed');
 
 $node->stop;
