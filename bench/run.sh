@@ -14,7 +14,7 @@
 #
 # Environment: ROUNDS (5), DURATION (10), CLIENTS (2), KEYS (100000 completed
 # keys per ledger for the replay workload), BIG=1 to also measure throughput
-# with 10 million live keys (takes several minutes and ~4 GB of disk).
+# with BIG_KEYS (10 million) live keys (several minutes and ~4 GB of disk).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -23,6 +23,7 @@ DURATION=${DURATION:-10}
 CLIENTS=${CLIENTS:-2}
 KEYS=${KEYS:-100000}
 BIG=${BIG:-0}
+BIG_KEYS=${BIG_KEYS:-10000000}
 
 unset PGHOST PGHOSTADDR PGPORT PGUSER PGDATABASE PGSERVICE PGOPTIONS
 # shellcheck source=scripts/cluster.sh
@@ -112,13 +113,13 @@ B_EXT=$(bytes bench_logged idem_ledger)
 
 BIGLINE=""
 if [ "$BIG" = 1 ]; then
-	echo "bench: filling the logged ledger to 10 million live keys"
+	echo "bench: filling the logged ledger to $BIG_KEYS live keys"
 	psql_q -d bench_logged -c "
 		INSERT INTO idem_ledger (scope, key, state, status, response, attempt, created_at,
 		                         expires_at, finished_at, fingerprint)
 		SELECT 'big', 'k-' || i, 'completed', 201, '{\"payment_id\": 1}', 1, now(),
 		       now() + interval '1 year', now(), decode(repeat('ab', 32), 'hex')
-		  FROM generate_series(1, 10000000) i" >/dev/null
+		  FROM generate_series(1, $BIG_KEYS) i" >/dev/null
 	psql_q -d bench_logged -c "VACUUM ANALYZE idem_ledger" >/dev/null
 	big=()
 	for ((round = 1; round <= ROUNDS; round++)); do
@@ -127,9 +128,9 @@ if [ "$BIG" = 1 ]; then
 	BIGLINE=$(printf '%s\n' "${big[@]}" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
 fi
 
-python3 - "$RESULTS" "$B_HAND" "$B_EXT" "$BIGLINE" "$KEYS" <<'EOF'
+python3 - "$RESULTS" "$B_HAND" "$B_EXT" "$BIGLINE" "$KEYS" "$BIG_KEYS" <<'EOF'
 import statistics, sys
-path, b_hand, b_ext, big, keys = sys.argv[1:6]
+path, b_hand, b_ext, big, keys, big_keys = sys.argv[1:7]
 runs = {}
 for line in open(path):
     _, workload, layer, tps = line.split("\t")
@@ -148,7 +149,7 @@ print()
 print(f"ledger bytes per key ({keys} keys): hand {b_hand}, ext {b_ext}, "
       f"ratio {float(b_ext) / float(b_hand):.2f}")
 if big:
-    print(f"first-time path at 10M live keys: {float(big):.0f} tps, "
+    print(f"first-time path at {big_keys} live keys: {float(big):.0f} tps, "
           f"{float(big) / med[('first', 'ext')]:.2f}x the figure at {keys} keys")
 EOF
 echo
