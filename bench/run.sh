@@ -17,7 +17,6 @@
 # with BIG_KEYS (10 million) live keys (several minutes and ~4 GB of disk).
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-10}
 CLIENTS=${CLIENTS:-2}
@@ -25,16 +24,10 @@ KEYS=${KEYS:-100000}
 BIG=${BIG:-0}
 BIG_KEYS=${BIG_KEYS:-10000000}
 
-unset PGHOST PGHOSTADDR PGPORT PGUSER PGDATABASE PGSERVICE PGOPTIONS
-# shellcheck source=scripts/cluster.sh
-. "$ROOT/scripts/cluster.sh"
+# shellcheck source=bench/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-bash "$ROOT/scripts/deps.sh"
-WORK=$(mktemp -d /tmp/idem-bench.XXXXXX)
-chmod 755 "$WORK"
-cluster_at_exit 'rm -rf "$WORK"'
-cluster_build_extension "$ROOT" "$WORK/tree" >/dev/null
-cluster_create "$WORK/cluster"
+bench_server bench
 cat >>"$CLUSTER_DATA/postgresql.conf" <<EOF
 # benchmark settings: the figure is CPU, not fsync
 fsync = on
@@ -47,7 +40,6 @@ autovacuum = on
 EOF
 cluster_start
 
-psql_q() { cluster_as_user psql -X -q -v ON_ERROR_STOP=1 "$@"; }
 
 for db in bench_logged bench_unlogged; do
 	psql_q -d postgres -c "CREATE DATABASE $db"

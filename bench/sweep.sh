@@ -19,23 +19,16 @@
 # CLIENTS (2), DURATION (20), ROUNDS (3).
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 KEYS=${KEYS:-1000000}
 BATCH=${BATCH:-10000}
 CLIENTS=${CLIENTS:-2}
 DURATION=${DURATION:-20}
 ROUNDS=${ROUNDS:-3}
 
-unset PGHOST PGHOSTADDR PGPORT PGUSER PGDATABASE PGSERVICE PGOPTIONS
-# shellcheck source=scripts/cluster.sh
-. "$ROOT/scripts/cluster.sh"
+# shellcheck source=bench/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-bash "$ROOT/scripts/deps.sh"
-WORK=$(mktemp -d /tmp/idem-bench-sweep.XXXXXX)
-chmod 755 "$WORK"
-cluster_at_exit 'rm -rf "$WORK"'
-cluster_build_extension "$ROOT" "$WORK/tree" >/dev/null
-CLUSTER_PRELOAD=idempotency cluster_create "$WORK/cluster"
+CLUSTER_PRELOAD=idempotency bench_server bench-sweep
 cat >>"$CLUSTER_DATA/postgresql.conf" <<EOF
 # benchmark settings
 fsync = on
@@ -50,8 +43,6 @@ idempotency.sweep_batch_size = $BATCH
 EOF
 cluster_start
 
-psql_q() { cluster_as_user psql -X -q -v ON_ERROR_STOP=1 "$@"; }
-psql_v() { cluster_as_user psql -X -q -At -v ON_ERROR_STOP=1 "$@"; }
 
 psql_q -d postgres -c "CREATE DATABASE bench"
 psql_q -d bench -c "CREATE EXTENSION idempotency"

@@ -15,22 +15,15 @@
 # the server default 60s unless set).
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CYCLES=${CYCLES:-12}
 KEYS=${KEYS:-100000}
 PAUSE=${PAUSE:-5}
 NAPTIME=${NAPTIME:-60s}
 
-unset PGHOST PGHOSTADDR PGPORT PGUSER PGDATABASE PGSERVICE PGOPTIONS
-# shellcheck source=scripts/cluster.sh
-. "$ROOT/scripts/cluster.sh"
+# shellcheck source=bench/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-bash "$ROOT/scripts/deps.sh"
-WORK=$(mktemp -d /tmp/idem-bench-bloat.XXXXXX)
-chmod 755 "$WORK"
-cluster_at_exit 'rm -rf "$WORK"'
-cluster_build_extension "$ROOT" "$WORK/tree" >/dev/null
-CLUSTER_PRELOAD=idempotency cluster_create "$WORK/cluster"
+CLUSTER_PRELOAD=idempotency bench_server bench-bloat
 cat >>"$CLUSTER_DATA/postgresql.conf" <<EOF
 shared_buffers = '512MB'
 max_wal_size = '8GB'
@@ -40,8 +33,6 @@ idempotency.sweep_interval = '1s'
 EOF
 cluster_start
 
-psql_q() { cluster_as_user psql -X -q -v ON_ERROR_STOP=1 "$@"; }
-psql_v() { cluster_as_user psql -X -q -At -v ON_ERROR_STOP=1 "$@"; }
 
 LEDGERS=(novacuum autovac sweeper)
 for db in "${LEDGERS[@]}"; do

@@ -21,26 +21,16 @@
  */
 #include "postgres.h"
 
-#include "access/genam.h"
-#include "access/htup_details.h"
-#include "access/table.h"
-#include "access/tableam.h"
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
-#include "executor/tuptable.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
-#include "storage/bufmgr.h"
 #include "utils/builtins.h"
-#include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
-#include "utils/rel.h"
-#include "utils/relcache.h"
-#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "idempotency.h"
@@ -455,65 +445,6 @@ report_request_mismatch(const BeginArgs *args)
 			 errhint("Use a new key for a new request.")));
 }
 
-/*
- * Probe the ledger's primary key with a dirty snapshot: true when another
- * transaction that has not finished yet inserted or is changing the row.
- * Used by begin with wait => false, which must not queue behind it.
- */
-static bool
-key_busy_elsewhere(Oid nspid, text *scope, text *key)
-{
-	Oid			relid = get_relname_relid(IDEM_LEDGER_NAME, nspid);
-	Relation	rel;
-	Relation	idx;
-	Oid			idxid;
-	SnapshotData dirty;
-	ScanKeyData skey[2];
-	IndexScanDesc scan;
-	TupleTableSlot *slot;
-	bool		busy = false;
-
-	/* A standby has no writers to wait for; the SQL path reports its errors */
-	if (RecoveryInProgress())
-		return false;
-	if (!OidIsValid(relid))
-		elog(ERROR, "ledger table of the idempotency extension is missing");
-	rel = table_open(relid, AccessShareLock);
-	idxid = RelationGetPrimaryKeyIndex(rel);
-	if (!OidIsValid(idxid))
-		elog(ERROR, "ledger table of the idempotency extension has no primary key");
-	idx = index_open(idxid, AccessShareLock);
-
-	InitDirtySnapshot(dirty);
-	ScanKeyInit(&skey[0], 1, BTEqualStrategyNumber, F_TEXTEQ,
-				PointerGetDatum(scope));
-	skey[0].sk_collation = idx->rd_indcollation[0];
-	ScanKeyInit(&skey[1], 2, BTEqualStrategyNumber, F_TEXTEQ,
-				PointerGetDatum(key));
-	skey[1].sk_collation = idx->rd_indcollation[1];
-
-	slot = table_slot_create(rel, NULL);
-	scan = index_beginscan(rel, idx, &dirty, 2, 0);
-	index_rescan(scan, skey, 2, NULL, 0);
-	while (index_getnext_slot(scan, ForwardScanDirection, slot))
-	{
-		TransactionId xwait = TransactionIdIsValid(dirty.xmin) ?
-		dirty.xmin : dirty.xmax;
-
-		if (TransactionIdIsValid(xwait) &&
-			!TransactionIdIsCurrentTransactionId(xwait))
-		{
-			busy = true;
-			break;
-		}
-	}
-	index_endscan(scan);
-	ExecDropSingleTupleTableSlot(slot);
-	index_close(idx, AccessShareLock);
-	table_close(rel, AccessShareLock);
-	return busy;
-}
-
 /* Build an idem_result tuple in the caller's memory context */
 static Datum
 make_result(FunctionCallInfo fcinfo, const char *outcome,
@@ -547,22 +478,28 @@ make_result(FunctionCallInfo fcinfo, const char *outcome,
 	return HeapTupleGetDatum(heap_form_tuple(cache->result_desc, values, nulls));
 }
 
+/* A fingerprint as the ledger's bytea */
+static Datum
+fingerprint_bytea(const uint8 *fingerprint)
+{
+	bytea	   *fp = (bytea *) palloc(VARHDRSZ + IDEM_FINGERPRINT_LEN);
+
+	SET_VARSIZE(fp, VARHDRSZ + IDEM_FINGERPRINT_LEN);
+	memcpy(VARDATA(fp), fingerprint, IDEM_FINGERPRINT_LEN);
+	return PointerGetDatum(fp);
+}
+
 /* Bytea datum of a fingerprint, or NULL when there is no request */
 static Datum
 fingerprint_datum(const BeginArgs *args, char *nullflag)
 {
-	bytea	   *fp;
-
 	if (!args->has_request)
 	{
 		*nullflag = 'n';
 		return (Datum) 0;
 	}
-	fp = (bytea *) palloc(VARHDRSZ + IDEM_FINGERPRINT_LEN);
-	SET_VARSIZE(fp, VARHDRSZ + IDEM_FINGERPRINT_LEN);
-	memcpy(VARDATA(fp), args->fingerprint, IDEM_FINGERPRINT_LEN);
 	*nullflag = ' ';
-	return PointerGetDatum(fp);
+	return fingerprint_bytea(args->fingerprint);
 }
 
 /*
@@ -780,7 +717,7 @@ idem_begin(PG_FUNCTION_ARGS)
 	nspid = caller_namespace(fcinfo);
 	now = IdemNow();
 
-	if (!args.wait && key_busy_elsewhere(nspid, args.scope, args.key))
+	if (!args.wait && LedgerKeyBusy(nspid, args.scope, args.key))
 		PG_RETURN_DATUM(make_result(fcinfo, "in_progress", true, 0, true, 0,
 									true, 0));
 
@@ -967,7 +904,6 @@ finish_direct(Oid nspid, text *scope, text *key, int32 status,
 	{
 		Datum		values[Natts_ledger];
 		bool		nulls[Natts_ledger];
-		bytea	   *fp = NULL;
 
 		memset(nulls, 0, sizeof(nulls));
 		values[Anum_ledger_scope - 1] = PointerGetDatum(scope);
@@ -984,18 +920,9 @@ finish_direct(Oid nspid, text *scope, text *key, int32 status,
 		nulls[Anum_ledger_lease_until - 1] = true;
 		values[Anum_ledger_lease_until - 1] = (Datum) 0;
 		values[Anum_ledger_finished_at - 1] = TimestampTzGetDatum(now);
-		if (row.fingerprint_null)
-		{
-			nulls[Anum_ledger_fingerprint - 1] = true;
-			values[Anum_ledger_fingerprint - 1] = (Datum) 0;
-		}
-		else
-		{
-			fp = (bytea *) palloc(VARHDRSZ + IDEM_FINGERPRINT_LEN);
-			SET_VARSIZE(fp, VARHDRSZ + IDEM_FINGERPRINT_LEN);
-			memcpy(VARDATA(fp), row.fingerprint, IDEM_FINGERPRINT_LEN);
-			values[Anum_ledger_fingerprint - 1] = PointerGetDatum(fp);
-		}
+		nulls[Anum_ledger_fingerprint - 1] = row.fingerprint_null;
+		values[Anum_ledger_fingerprint - 1] = row.fingerprint_null ?
+			(Datum) 0 : fingerprint_bytea(row.fingerprint);
 		done = LedgerDirectUpdate(&ld, &tid, values, nulls);
 		*done_attempt = row.attempt;
 	}

@@ -114,4 +114,6 @@ extern bool LedgerDirectInsert(LedgerDirect *ld, Datum *values, bool *nulls,
 extern bool LedgerDirectUpdate(LedgerDirect *ld, ItemPointer tid,
 							   Datum *values, bool *nulls);
 
+extern bool LedgerKeyBusy(Oid nspid, text *scope, text *key);
+
 #endif							/* IDEM_LEDGER_H */

@@ -13,7 +13,9 @@
  *	  arbitrates between concurrent duplicates and a duplicate waits for an
  *	  uncommitted first insertion;
  *	- completing an attempt that the current transaction itself inserted,
- *	  which no other transaction can see, lock or change.
+ *	  which no other transaction can see, lock or change;
+ *	- for begin with wait => false, probing the primary key with a dirty
+ *	  snapshot for a writer that has not finished yet.
  *
  * Everything else (takeovers, attempts from earlier transactions, errors)
  * stays on the SQL path in ledger.c.  The direct path is used only where it
@@ -118,14 +120,13 @@ LedgerDirectOpen(LedgerDirect *ld, Oid nspid, bool for_insert)
 		rel->trigdesc != NULL ||
 		rel->rd_rel->relrowsecurity ||
 		!ledger_layout_ok(rel) ||
-		!OidIsValid(RelationGetPrimaryKeyIndex(rel)))
+		!OidIsValid(ld->pkey = RelationGetPrimaryKeyIndex(rel)))
 	{
 		table_close(rel, RowExclusiveLock);
 		return false;
 	}
 
 	ld->rel = rel;
-	ld->pkey = RelationGetPrimaryKeyIndex(rel);
 	ld->estate = NULL;
 	ld->rri = NULL;
 	ld->arbiters = NIL;
@@ -252,6 +253,18 @@ slot_has_key(LedgerDirect *ld, text *scope, text *key)
 		memcmp(VARDATA_ANY(k), VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key)) == 0;
 }
 
+/* Scan keys for (scope, key) on the ledger's primary key */
+static void
+pkey_scan_keys(Relation idx, text *scope, text *key, ScanKey skey)
+{
+	ScanKeyInit(&skey[0], 1, BTEqualStrategyNumber, F_TEXTEQ,
+				PointerGetDatum(scope));
+	skey[0].sk_collation = idx->rd_indcollation[0];
+	ScanKeyInit(&skey[1], 2, BTEqualStrategyNumber, F_TEXTEQ,
+				PointerGetDatum(key));
+	skey[1].sk_collation = idx->rd_indcollation[1];
+}
+
 /*
  * Read the row of a key through the primary key, with the snapshot taken
  * when the ledger was opened.
@@ -275,13 +288,7 @@ LedgerDirectFetch(LedgerDirect *ld, text *scope, text *key, bool want_response,
 	if (idx == NULL)
 		elog(ERROR, "primary key of the ledger is not open");
 
-	ScanKeyInit(&skey[0], 1, BTEqualStrategyNumber, F_TEXTEQ,
-				PointerGetDatum(scope));
-	skey[0].sk_collation = idx->rd_indcollation[0];
-	ScanKeyInit(&skey[1], 2, BTEqualStrategyNumber, F_TEXTEQ,
-				PointerGetDatum(key));
-	skey[1].sk_collation = idx->rd_indcollation[1];
-
+	pkey_scan_keys(idx, scope, key, skey);
 	scan = index_beginscan(ld->rel, idx, ledger_snapshot(ld), 2, 0);
 	index_rescan(scan, skey, 2, NULL, 0);
 	found = index_getnext_slot(scan, ForwardScanDirection, ld->rslot);
@@ -401,4 +408,57 @@ LedgerDirectUpdate(LedgerDirect *ld, ItemPointer tid, Datum *values, bool *nulls
 	}
 	CommandCounterIncrement();
 	return true;
+}
+
+/*
+ * Probe the ledger's primary key with a dirty snapshot: true when another
+ * transaction that has not finished yet inserted or is changing the row.
+ * Used by begin with wait => false, which must not queue behind it.
+ */
+bool
+LedgerKeyBusy(Oid nspid, text *scope, text *key)
+{
+	Oid			relid = get_relname_relid(IDEM_LEDGER_NAME, nspid);
+	Relation	rel;
+	Relation	idx;
+	Oid			idxid;
+	SnapshotData dirty;
+	ScanKeyData skey[2];
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	bool		busy = false;
+
+	/* A standby has no writers to wait for; the SQL path reports its errors */
+	if (RecoveryInProgress())
+		return false;
+	if (!OidIsValid(relid))
+		elog(ERROR, "ledger table of the idempotency extension is missing");
+	rel = table_open(relid, AccessShareLock);
+	idxid = RelationGetPrimaryKeyIndex(rel);
+	if (!OidIsValid(idxid))
+		elog(ERROR, "ledger table of the idempotency extension has no primary key");
+	idx = index_open(idxid, AccessShareLock);
+
+	InitDirtySnapshot(dirty);
+	pkey_scan_keys(idx, scope, key, skey);
+	slot = table_slot_create(rel, NULL);
+	scan = index_beginscan(rel, idx, &dirty, 2, 0);
+	index_rescan(scan, skey, 2, NULL, 0);
+	while (index_getnext_slot(scan, ForwardScanDirection, slot))
+	{
+		TransactionId xwait = TransactionIdIsValid(dirty.xmin) ?
+		dirty.xmin : dirty.xmax;
+
+		if (TransactionIdIsValid(xwait) &&
+			!TransactionIdIsCurrentTransactionId(xwait))
+		{
+			busy = true;
+			break;
+		}
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(idx, AccessShareLock);
+	table_close(rel, AccessShareLock);
+	return busy;
 }
