@@ -36,12 +36,14 @@
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "catalog/pg_am.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "executor/executor.h"
 #include "executor/tuptable.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
+#include "storage/bufmgr.h"
 #include "storage/lmgr.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
@@ -117,6 +119,7 @@ LedgerDirectOpen(LedgerDirect *ld, Oid nspid, bool for_insert)
 		return false;
 	rel = table_open(relid, RowExclusiveLock);
 	if (rel->rd_rel->relkind != RELKIND_RELATION ||
+		rel->rd_rel->relam != HEAP_TABLE_AM_OID ||
 		rel->trigdesc != NULL ||
 		rel->rd_rel->relrowsecurity ||
 		!ledger_layout_ok(rel) ||
@@ -392,6 +395,18 @@ LedgerDirectUpdate(LedgerDirect *ld, ItemPointer tid, Datum *values, bool *nulls
 	LockTupleMode lockmode;
 	bool		update_indexes;
 	TM_Result	res;
+	Buffer		buf;
+
+	/*
+	 * Prune the page first, as an index fetch would: the version this
+	 * update leaves behind, and those of earlier calls, are dead once their
+	 * transactions end, and without pruning they would hold the page's space
+	 * until VACUUM, so that the ledger grew twice as fast as it needs to and
+	 * later updates could not stay on the page (HOT).
+	 */
+	buf = ReadBuffer(ld->rel, ItemPointerGetBlockNumber(tid));
+	heap_page_prune_opt(ld->rel, buf);
+	ReleaseBuffer(buf);
 
 	store_values(slot, values, nulls);
 	res = table_tuple_update(ld->rel, tid, slot, GetCurrentCommandId(true),
