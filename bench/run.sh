@@ -12,9 +12,17 @@
 # Each (workload, layer) pair runs for DURATION seconds, ROUNDS times,
 # interleaved, with pgbench -M prepared; the table shows medians and ratios.
 #
+# Ledger bytes per key: in a database of its own, BYTES_KEYS keys are made
+# through hand and through ext with pgbench, one key per transaction as in
+# production, then VACUUM; the second table shows heap, index and total bytes
+# per key of hand_keys and idem_ledger.
+#
 # Environment: ROUNDS (5), DURATION (10), CLIENTS (2), KEYS (100000 completed
-# keys per ledger for the replay workload), BIG=1 to also measure throughput
-# with BIG_KEYS (10 million) live keys (several minutes and ~4 GB of disk).
+# keys per ledger for the replay workload), BYTES_KEYS (100000 keys per layer
+# for the bytes per key), BIG=1 to also measure the first-time path of ext on
+# a ledger of BIG_KEYS (10 million) live keys that interleave with the new
+# ones, in every round right after the run on the KEYS-key ledger (several
+# minutes more to fill it and ~4 GB of disk).
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-5}
@@ -23,6 +31,7 @@ CLIENTS=${CLIENTS:-2}
 KEYS=${KEYS:-100000}
 BIG=${BIG:-0}
 BIG_KEYS=${BIG_KEYS:-10000000}
+BYTES_KEYS=${BYTES_KEYS:-100000}
 
 # shellcheck source=bench/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -41,6 +50,52 @@ EOF
 cluster_start
 
 
+# pgbench scripts
+SCRIPTS=$WORK/scripts
+mkdir -p "$SCRIPTS"
+for layer in bare hand ext; do
+	printf '\\set k random(1, 1000000000000)\nSELECT pay_%s(:client_id || %s || :k, 100);\n' \
+		"$layer" "'-f-'" >"$SCRIPTS/first_$layer.sql"
+	printf '\\set k random(1, %d)\nSELECT pay_%s(%s || :k, 100);\n' \
+		"$KEYS" "$layer" "'r-'" >"$SCRIPTS/replay_$layer.sql"
+	printf '\\set k random(1, 1000000000000)\nSELECT consume_%s(:client_id || %s || :k);\n' \
+		"$layer" "'-m-'" >"$SCRIPTS/once_$layer.sql"
+	printf '\\set k random(1, 1000000000000)\nSELECT pay_%s(:client_id || %s || :k, 100);\n' \
+		"$layer" "'-b-'" >"$SCRIPTS/bytes_$layer.sql"
+done
+chmod -R a+r "$SCRIPTS"
+
+# Ledger bytes per key, in a database of its own: BYTES_KEYS keys through
+# each layer, one per transaction, then VACUUM.  The keys are random, as
+# production keys (UUIDs) are, and drawn alike for both layers: keys from one
+# sequence would reach the second layer as longer, rising numbers, which fill
+# its B-tree's pages better.  heap is pg_table_size (the heap with its TOAST,
+# free space map and visibility map), so heap + index = total.
+echo "bench: making $BYTES_KEYS keys per layer for the ledger size"
+psql_q -d postgres -c "CREATE DATABASE bench_bytes"
+psql_q -d bench_bytes -f "$WORK/tree/bench/layers.sql" >/dev/null
+for layer in hand ext; do
+	if ! cluster_as_user pgbench -n -M prepared -c "$CLIENTS" -j "$CLIENTS" \
+			-t $(((BYTES_KEYS + CLIENTS - 1) / CLIENTS)) \
+			-f "$SCRIPTS/bytes_$layer.sql" bench_bytes >"$WORK/bytes_$layer.log" 2>&1; then
+		cat "$WORK/bytes_$layer.log" >&2
+		echo "bench: pgbench failed making keys through $layer" >&2
+		exit 1
+	fi
+done
+psql_q -d bench_bytes -c "VACUUM"
+bytes() {
+	psql_v -d bench_bytes -c "
+		SELECT count(*),
+		       round(pg_table_size('$1')::numeric / greatest(count(*), 1), 1),
+		       round(pg_indexes_size('$1')::numeric / greatest(count(*), 1), 1),
+		       round(pg_total_relation_size('$1')::numeric / greatest(count(*), 1), 1)
+		  FROM $1"
+}
+B_HAND=$(bytes hand_keys)
+B_EXT=$(bytes idem_ledger)
+psql_q -d postgres -c "DROP DATABASE bench_bytes"
+
 for db in bench_logged bench_unlogged; do
 	psql_q -d postgres -c "CREATE DATABASE $db"
 	psql_q -d "$db" -f "$WORK/tree/bench/layers.sql" >/dev/null
@@ -56,26 +111,43 @@ for db in bench_logged bench_unlogged; do
 	psql_q -d "$db" -c "VACUUM ANALYZE" >/dev/null
 done
 
-# pgbench scripts
-SCRIPTS=$WORK/scripts
-mkdir -p "$SCRIPTS"
-for layer in bare hand ext; do
-	printf '\\set k random(1, 1000000000000)\nSELECT pay_%s(:client_id || %s || :k, 100);\n' \
-		"$layer" "'-f-'" >"$SCRIPTS/first_$layer.sql"
-	printf '\\set k random(1, %d)\nSELECT pay_%s(%s || :k, 100);\n' \
-		"$KEYS" "$layer" "'r-'" >"$SCRIPTS/replay_$layer.sql"
-	printf '\\set k random(1, 1000000000000)\nSELECT consume_%s(:client_id || %s || :k);\n' \
-		"$layer" "'-m-'" >"$SCRIPTS/once_$layer.sql"
-done
-chmod -R a+r "$SCRIPTS"
+# The big ledger: BIG_KEYS live completed keys in the default scope, shaped
+# like the first-time workload's keys (client id, '-f-', a number up to 1e12:
+# i times 3^18 modulo 1e12, distinct and spread evenly) so that new keys land
+# among them, inserted in random order so that the primary key's pages are as
+# full as random production keys leave them (about 70%, not 80 to 90%).  Each
+# is a copy of a row the extension made, with only the key changed, so that
+# this script names no other column of the ledger.
+if [ "$BIG" = 1 ]; then
+	echo "bench: filling bench_big's ledger with $BIG_KEYS live keys"
+	psql_q -d postgres -c "CREATE DATABASE bench_big"
+	psql_q -d bench_big -f "$WORK/tree/bench/layers.sql" >/dev/null
+	psql_q -d bench_big -c "SELECT pay_ext('template', 100)" >/dev/null
+	psql_q -d bench_big -c "
+		INSERT INTO idem_ledger
+		SELECT r.*
+		  FROM idem_ledger t,
+		       (SELECT i FROM generate_series(1, $BIG_KEYS) i ORDER BY random()) i,
+		       LATERAL jsonb_populate_record(t, jsonb_build_object('key',
+		           (i % $CLIENTS) || '-f-' || (i::bigint * 387420489 % 1000000000000 + 1))) r
+		 WHERE t.scope = '' AND t.key = 'template'"
+	psql_q -d bench_big -c "DELETE FROM idem_ledger WHERE scope = '' AND key = 'template'"
+	psql_q -d bench_big -c "VACUUM ANALYZE" >/dev/null
+fi
 
 # run_one WORKLOAD LAYER -> prints tps
 run_one() {
 	local workload=$1 layer=$2 db=bench_logged script=$2
-	if [ "$layer" = ext_unlogged ]; then
+	case $layer in
+	ext_unlogged)
 		db=bench_unlogged
 		script=ext
-	fi
+		;;
+	ext_big)
+		db=bench_big
+		script=ext
+		;;
+	esac
 	psql_q -d "$db" -c "CHECKPOINT" >/dev/null
 	cluster_as_user pgbench -n -M prepared -c "$CLIENTS" -j "$CLIENTS" -T "$DURATION" \
 		-f "$SCRIPTS/${workload}_${script}.sql" "$db" 2>&1 |
@@ -89,38 +161,21 @@ LAYERS=(bare hand ext ext_unlogged)
 for ((round = 1; round <= ROUNDS; round++)); do
 	for workload in "${WORKLOADS[@]}"; do
 		for layer in "${LAYERS[@]}"; do
-			tps=$(run_one "$workload" "$layer")
-			printf '%s\t%s\t%s\t%s\n' "$round" "$workload" "$layer" "$tps" >>"$RESULTS"
-			printf 'bench: round %d %-6s %-13s %10.1f tps\n' "$round" "$workload" "$layer" "$tps"
+			runs=("$layer")
+			# the big ledger right after the KEYS-key one, for a fair pair
+			if [ "$BIG" = 1 ] && [ "$workload" = first ] && [ "$layer" = ext ]; then
+				runs+=(ext_big)
+			fi
+			for run in "${runs[@]}"; do
+				tps=$(run_one "$workload" "$run")
+				printf '%s\t%s\t%s\t%s\n' "$round" "$workload" "$run" "$tps" >>"$RESULTS"
+				printf 'bench: round %d %-6s %-13s %10.1f tps\n' "$round" "$workload" "$run" "$tps"
+			done
 		done
 	done
 done
 
-# Ledger bytes per key: the replay keys, same small request and response.
-bytes() {
-	psql_q -d "$1" -At -c "SELECT round(pg_total_relation_size('$2')::numeric / greatest(count(*), 1), 1) FROM $2"
-}
-B_HAND=$(bytes bench_logged hand_keys)
-B_EXT=$(bytes bench_logged idem_ledger)
-
-BIGLINE=""
-if [ "$BIG" = 1 ]; then
-	echo "bench: filling the logged ledger to $BIG_KEYS live keys"
-	psql_q -d bench_logged -c "
-		INSERT INTO idem_ledger (scope, key, state, status, response, attempt, created_at,
-		                         expires_at, finished_at, fingerprint)
-		SELECT 'big', 'k-' || i, 'completed', 201, '{\"payment_id\": 1}', 1, now(),
-		       now() + interval '1 year', now(), decode(repeat('ab', 32), 'hex')
-		  FROM generate_series(1, $BIG_KEYS) i" >/dev/null
-	psql_q -d bench_logged -c "VACUUM ANALYZE idem_ledger" >/dev/null
-	big=()
-	for ((round = 1; round <= ROUNDS; round++)); do
-		big+=("$(run_one first ext)")
-	done
-	BIGLINE=$(printf '%s\n' "${big[@]}" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
-fi
-
-python3 - "$RESULTS" "$B_HAND" "$B_EXT" "$BIGLINE" "$KEYS" "$BIG_KEYS" <<'EOF'
+python3 - "$RESULTS" "$B_HAND" "$B_EXT" "$BIG" "$KEYS" "$BIG_KEYS" <<'EOF'
 import statistics, sys
 path, b_hand, b_ext, big, keys, big_keys = sys.argv[1:7]
 runs = {}
@@ -137,13 +192,26 @@ for w in ["first", "replay", "once"]:
     print(f"| {w} | " + " | ".join(row) +
           f" | {med[(w, 'ext')] / med[(w, 'hand')]:.2f} | {med[(w, 'ext')] / med[(w, 'bare')]:.2f}"
           f" | {med[(w, 'ext_unlogged')] / med[(w, 'hand')]:.2f} |")
+
+hand = b_hand.split("|")
+ext = b_ext.split("|")
 print()
-print(f"ledger bytes per key ({keys} keys): hand {b_hand}, ext {b_ext}, "
-      f"ratio {float(b_ext) / float(b_hand):.2f}")
-if big:
-    print(f"first-time path at {big_keys} live keys: {float(big):.0f} tps, "
-          f"{float(big) / med[('first', 'ext')]:.2f}x the figure at {keys} keys")
+print("| bytes per key | keys | heap | index | total |")
+print("|---|---:|---:|---:|---:|")
+print(f"| hand (hand_keys) | {hand[0]} | {hand[1]} | {hand[2]} | {hand[3]} |")
+print(f"| ext (idem_ledger) | {ext[0]} | {ext[1]} | {ext[2]} | {ext[3]} |")
+print("| ext/hand | | " + " | ".join(f"{float(e) / float(h):.2f}" for h, e in zip(hand[1:], ext[1:])) + " |")
+
+if big == "1":
+    small, large = med[("first", "ext")], med[("first", "ext_big")]
+    print()
+    print("| first-time, ext | keys loaded | tps |")
+    print("|---|---:|---:|")
+    print(f"| bench_logged | {keys} | {small:.0f} |")
+    print(f"| bench_big | {big_keys} | {large:.0f} |")
+    print(f"| big/{keys} | | {large / small:.2f} |")
 EOF
 echo
+echo "bytes per key: $BYTES_KEYS keys per layer made with pgbench, one per transaction, then VACUUM; heap = pg_table_size (with TOAST, FSM, VM), index = pg_indexes_size"
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(uname -sr)"
 echo "server: $("$PG_CONFIG" --version); synchronous_commit=off, shared_buffers=1GB; pgbench -M prepared -c $CLIENTS -j $CLIENTS -T $DURATION, $ROUNDS rounds interleaved, medians"
