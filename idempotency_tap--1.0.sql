@@ -307,10 +307,9 @@ RETURNS text
 LANGUAGE sql IMMUTABLE
 AS $$
     SELECT CASE WHEN ledger_row IS NULL THEN 'absent'
-                ELSE pg_catalog.format('%s, attempt %s, created %s, finished %s, expires %s',
+                ELSE pg_catalog.format('%s, attempt %s, created %s, expires %s',
                                        ledger_row ->> 'state', ledger_row ->> 'attempt',
                                        ledger_row ->> 'created_at',
-                                       coalesce(ledger_row ->> 'finished_at', 'never'),
                                        ledger_row ->> 'expires_at') END
 $$;
 

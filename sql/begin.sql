@@ -13,7 +13,6 @@ SELECT * FROM idem_begin('order-1', '{"item": "book", "qty": 1}');
 SELECT scope, key, state, status, response, attempt,
        lease_until - created_at AS lease,
        expires_at - lease_until AS ttl,
-       finished_at IS NULL AS unfinished,
        encode(fingerprint, 'hex') = idem_fingerprint('{"item": "book", "qty": 1}') AS fingerprint_ok
   FROM idem_ledger;
 -- the lease ends in the future

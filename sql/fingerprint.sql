@@ -32,9 +32,9 @@ SELECT a, b,
 
 -- NULL matches only NULL: its fingerprint is NULL
 SELECT idem_fingerprint(NULL) IS NULL AS is_null;
--- 64 lowercase hex digits (SHA-256)
+-- 32 lowercase hex digits (the first 128 bits of a SHA-256)
 SELECT length(idem_fingerprint('{}')) AS length,
-       idem_fingerprint('{"a": [1, "x"]}') ~ '^[0-9a-f]{64}$' AS lowercase_hex;
+       idem_fingerprint('{"a": [1, "x"]}') ~ '^[0-9a-f]{32}$' AS lowercase_hex;
 -- the serialization is stable: fingerprints stored in the ledger stay valid
 SELECT doc, idem_fingerprint(doc::jsonb) AS fingerprint
   FROM (VALUES

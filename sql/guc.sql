@@ -30,7 +30,7 @@ SELECT lease_until - created_at AS lease, expires_at - lease_until AS ttl
   FROM idem_ledger WHERE key = 'guc-2';
 -- idem_once takes its ttl from default_ttl too
 SELECT idem_once('guc-3');
-SELECT expires_at - finished_at AS ttl FROM idem_ledger WHERE key = 'guc-3';
+SELECT expires_at - created_at AS ttl FROM idem_ledger WHERE key = 'guc-3';
 -- SET LOCAL lasts for the transaction
 BEGIN;
 SET LOCAL idempotency.default_ttl = '10 minutes';

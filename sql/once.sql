@@ -11,7 +11,7 @@ SELECT idem_once('msg-1');
 SELECT idem_once('msg-1');
 -- the record: completed, nothing to replay, kept for the default ttl
 SELECT scope, key, state, status, response, attempt, fingerprint IS NULL AS no_request,
-       expires_at - finished_at AS kept_for
+       expires_at - created_at AS kept_for
   FROM idem_ledger WHERE key = 'msg-1';
 
 -- scopes are separate
@@ -37,7 +37,7 @@ SELECT idem_once('msg-3');
 
 -- the ttl: true again once the record has expired
 SELECT idem_once('msg-4', ttl => '1 hour');
-SELECT expires_at - finished_at AS kept_for FROM idem_ledger WHERE key = 'msg-4';
+SELECT expires_at - created_at AS kept_for FROM idem_ledger WHERE key = 'msg-4';
 SET idempotency.clock_offset = '59 minutes';
 SELECT idem_once('msg-4');
 SET idempotency.clock_offset = '1 hour 1 minute';

@@ -109,7 +109,7 @@ CREATE FUNCTION evil.now() RETURNS timestamptz
 CREATE TABLE evil.idem_ledger (
     scope text, key text, state text, status int, response jsonb, attempt int,
     created_at timestamptz, expires_at timestamptz, lease_until timestamptz,
-    finished_at timestamptz, fingerprint bytea, PRIMARY KEY (scope, key));
+    fingerprint bytea, PRIMARY KEY (scope, key));
 CREATE TEMP TABLE idem_ledger (LIKE evil.idem_ledger INCLUDING ALL);
 SET search_path = pg_temp, evil, pg_catalog, public;
 -- the look-alikes win for unqualified names

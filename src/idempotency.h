@@ -25,8 +25,8 @@
 /* Longest ttl, lease or clock offset accepted, in years */
 #define IDEM_MAX_INTERVAL_YEARS	100
 
-/* Length of a request fingerprint, in bytes (SHA-256) */
-#define IDEM_FINGERPRINT_LEN	32
+/* Length of a request fingerprint, in bytes (SHA-256, first 128 bits) */
+#define IDEM_FINGERPRINT_LEN	16
 
 /* SQLSTATEs of the extension */
 #define ERRCODE_IDEM_REQUEST_MISMATCH	MAKE_SQLSTATE('I','K','0','0','1')

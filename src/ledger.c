@@ -50,12 +50,11 @@ PG_FUNCTION_INFO_V1(idem_set_logged);
  * Statements, with %s standing for the schema-qualified ledger.  Operators
  * are qualified too, so no search_path can change what they mean.
  */
-/* Both take the ledger's columns in table order as $1 ... $11 */
+/* Both take the ledger's columns in table order as $1 ... $10 */
 static const char *insert_sql =
-"INSERT INTO %s AS l (scope, key, state, status, response, attempt,"
-"                     created_at, expires_at, lease_until, finished_at,"
-"                     fingerprint)"
-" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+"INSERT INTO %s AS l (created_at, expires_at, lease_until, status, attempt,"
+"                     scope, key, state, response, fingerprint)"
+" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
 " ON CONFLICT (scope, key) DO NOTHING"
 " RETURNING l.attempt";
 
@@ -77,10 +76,10 @@ static const char *lock_skip_sql =
 " FOR UPDATE SKIP LOCKED";
 
 static const char *replace_sql =
-"UPDATE %s SET state = $3, status = $4, response = $5, attempt = $6,"
-"       created_at = COALESCE($7, created_at), expires_at = $8,"
-"       lease_until = $9, finished_at = $10, fingerprint = $11"
-" WHERE scope OPERATOR(pg_catalog.=) $1 AND key OPERATOR(pg_catalog.=) $2";
+"UPDATE %s SET created_at = COALESCE($1, created_at), expires_at = $2,"
+"       lease_until = $3, status = $4, attempt = $5, state = $8,"
+"       response = $9, fingerprint = $10"
+" WHERE scope OPERATOR(pg_catalog.=) $6 AND key OPERATOR(pg_catalog.=) $7";
 
 /*
  * The ttl given to begin is kept as the distance from lease end to expiry.
@@ -94,7 +93,6 @@ static const char *replace_sql =
 
 static const char *finish_sql =
 "UPDATE %s SET state = 'completed', status = $3, response = $4,"
-"       finished_at = $5,"
 "       expires_at = $5 OPERATOR(pg_catalog.+) " TTL_OF_ATTEMPT ","
 "       lease_until = NULL"
 " WHERE scope OPERATOR(pg_catalog.=) $1 AND key OPERATOR(pg_catalog.=) $2"
@@ -171,9 +169,9 @@ ledger_prepare(Oid nspid)
 	char	   *nspname;
 	char	   *ledger;
 	Oid			key_args[2] = {TEXTOID, TEXTOID};
-	Oid			row_args[Natts_ledger] = {TEXTOID, TEXTOID, TEXTOID, INT4OID,
-		JSONBOID, INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID,
-	TIMESTAMPTZOID, BYTEAOID};
+	Oid			row_args[Natts_ledger] = {TIMESTAMPTZOID, TIMESTAMPTZOID,
+		TIMESTAMPTZOID, INT4OID, INT4OID, TEXTOID, TEXTOID, TEXTOID, JSONBOID,
+	BYTEAOID};
 	Oid			finish_args[6] = {TEXTOID, TEXTOID, INT4OID, JSONBOID,
 	TIMESTAMPTZOID, INT4OID};
 	Oid			release_args[4] = {TEXTOID, TEXTOID, TIMESTAMPTZOID, INT4OID};
@@ -529,7 +527,6 @@ new_row_values(const BeginArgs *args, bool completed, TimestampTz now,
 			TimestampTzGetDatum(IdemTimestampPlus(now, &args->ttl));
 		nulls[Anum_ledger_lease_until - 1] = true;
 		values[Anum_ledger_lease_until - 1] = (Datum) 0;
-		values[Anum_ledger_finished_at - 1] = TimestampTzGetDatum(now);
 	}
 	else
 	{
@@ -538,8 +535,6 @@ new_row_values(const BeginArgs *args, bool completed, TimestampTz now,
 		values[Anum_ledger_lease_until - 1] = TimestampTzGetDatum(lease_until);
 		values[Anum_ledger_expires_at - 1] =
 			TimestampTzGetDatum(IdemTimestampPlus(lease_until, &args->ttl));
-		nulls[Anum_ledger_finished_at - 1] = true;
-		values[Anum_ledger_finished_at - 1] = (Datum) 0;
 	}
 	values[Anum_ledger_fingerprint - 1] = fingerprint_datum(args, &fpnull);
 	nulls[Anum_ledger_fingerprint - 1] = (fpnull == 'n');
@@ -919,7 +914,6 @@ finish_direct(Oid nspid, text *scope, text *key, int32 status,
 			TimestampTzGetDatum(now + (row.expires_at - row.lease_until));
 		nulls[Anum_ledger_lease_until - 1] = true;
 		values[Anum_ledger_lease_until - 1] = (Datum) 0;
-		values[Anum_ledger_finished_at - 1] = TimestampTzGetDatum(now);
 		nulls[Anum_ledger_fingerprint - 1] = row.fingerprint_null;
 		values[Anum_ledger_fingerprint - 1] = row.fingerprint_null ?
 			(Datum) 0 : fingerprint_bytea(row.fingerprint);

@@ -55,18 +55,17 @@ typedef struct BeginArgs
 } BeginArgs;
 
 /* Column numbers of the ledger, as the install script creates it */
-#define Anum_ledger_scope		1
-#define Anum_ledger_key			2
-#define Anum_ledger_state		3
+#define Anum_ledger_created_at	1
+#define Anum_ledger_expires_at	2
+#define Anum_ledger_lease_until	3
 #define Anum_ledger_status		4
-#define Anum_ledger_response	5
-#define Anum_ledger_attempt		6
-#define Anum_ledger_created_at	7
-#define Anum_ledger_expires_at	8
-#define Anum_ledger_lease_until	9
-#define Anum_ledger_finished_at	10
-#define Anum_ledger_fingerprint	11
-#define Natts_ledger			11
+#define Anum_ledger_attempt		5
+#define Anum_ledger_scope		6
+#define Anum_ledger_key			7
+#define Anum_ledger_state		8
+#define Anum_ledger_response	9
+#define Anum_ledger_fingerprint	10
+#define Natts_ledger			10
 
 /*
  * Set row's fingerprint from the ledger's bytea; a value of the wrong length

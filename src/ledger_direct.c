@@ -64,16 +64,15 @@ static const struct
 	Oid			type;
 }			ledger_columns[Natts_ledger] =
 {
-	{"scope", TEXTOID},
-	{"key", TEXTOID},
-	{"state", TEXTOID},
-	{"status", INT4OID},
-	{"response", JSONBOID},
-	{"attempt", INT4OID},
 	{"created_at", TIMESTAMPTZOID},
 	{"expires_at", TIMESTAMPTZOID},
 	{"lease_until", TIMESTAMPTZOID},
-	{"finished_at", TIMESTAMPTZOID},
+	{"status", INT4OID},
+	{"attempt", INT4OID},
+	{"scope", TEXTOID},
+	{"key", TEXTOID},
+	{"state", TEXTOID},
+	{"response", JSONBOID},
 	{"fingerprint", BYTEAOID},
 };
 

@@ -67,7 +67,7 @@ $open->query_safe(q{
 my $ledger_sql = q{
 	SELECT count(*), md5(string_agg(concat_ws('|', scope, key, state, status,
 	           response::text, attempt, created_at, expires_at, lease_until,
-	           finished_at, fingerprint), ',' ORDER BY scope, key))
+	           fingerprint), ',' ORDER BY scope, key))
 	  FROM idem_ledger};
 my $ledger = $primary->safe_psql('postgres', $ledger_sql);
 my $payments = $primary->safe_psql('postgres',

@@ -94,7 +94,7 @@ sub ledger_rows
 		$db, qq{
 		SELECT string_agg(concat_ws(' | ', to_json(scope), to_json(key),
 		           state, status, response::text, attempt, created_at, expires_at,
-		           lease_until, finished_at, encode(fingerprint, 'hex')), E'\\n'
+		           lease_until, encode(fingerprint, 'hex')), E'\\n'
 		           ORDER BY scope, key)
 		  FROM $s.idem_ledger});
 }
