@@ -255,16 +255,30 @@ slot_has_key(LedgerDirect *ld, text *scope, text *key)
 		memcmp(VARDATA_ANY(k), VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key)) == 0;
 }
 
-/* Scan keys for (scope, key) on the ledger's primary key */
+/*
+ * Scan keys for (scope, key) on the ledger's primary key, in the order of
+ * its columns
+ */
 static void
 pkey_scan_keys(Relation idx, text *scope, text *key, ScanKey skey)
 {
-	ScanKeyInit(&skey[0], 1, BTEqualStrategyNumber, F_TEXTEQ,
-				PointerGetDatum(scope));
-	skey[0].sk_collation = idx->rd_indcollation[0];
-	ScanKeyInit(&skey[1], 2, BTEqualStrategyNumber, F_TEXTEQ,
-				PointerGetDatum(key));
-	skey[1].sk_collation = idx->rd_indcollation[1];
+	if (IndexRelationGetNumberOfKeyAttributes(idx) != 2)
+		elog(ERROR, "primary key of the ledger is not on (key, scope)");
+	for (int i = 0; i < 2; i++)
+	{
+		AttrNumber	attno = idx->rd_index->indkey.values[i];
+		text	   *value;
+
+		if (attno == Anum_ledger_key)
+			value = key;
+		else if (attno == Anum_ledger_scope)
+			value = scope;
+		else
+			elog(ERROR, "primary key of the ledger is not on (key, scope)");
+		ScanKeyInit(&skey[i], i + 1, BTEqualStrategyNumber, F_TEXTEQ,
+					PointerGetDatum(value));
+		skey[i].sk_collation = idx->rd_indcollation[i];
+	}
 }
 
 /*
