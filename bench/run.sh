@@ -19,10 +19,10 @@
 #
 # Environment: ROUNDS (5), DURATION (10), CLIENTS (2), KEYS (100000 completed
 # keys per ledger for the replay workload), BYTES_KEYS (100000 keys per layer
-# for the bytes per key), BIG=1 to also measure the first-time path of ext on
-# a ledger of BIG_KEYS (10 million) live keys that interleave with the new
-# ones, in every round right after the run on the KEYS-key ledger (several
-# minutes more to fill it and ~4 GB of disk).
+# for the bytes per key), BIG=1 to also measure the first-time path of hand
+# and ext on tables of BIG_KEYS (10 million) live keys that interleave with
+# the new ones, in every round right after the run on the KEYS-key tables
+# (several minutes more to fill them and ~6 GB of disk).
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-5}
@@ -111,27 +111,29 @@ for db in bench_logged bench_unlogged; do
 	psql_q -d "$db" -c "VACUUM ANALYZE" >/dev/null
 done
 
-# The big ledger: BIG_KEYS live completed keys in the default scope, shaped
-# like the first-time workload's keys (client id, '-f-', a number up to 1e12:
-# i times 3^18 modulo 1e12, distinct and spread evenly) so that new keys land
-# among them, inserted in random order so that the primary key's pages are as
-# full as random production keys leave them (about 70%, not 80 to 90%).  Each
-# is a copy of a row the extension made, with only the key changed, so that
-# this script names no other column of the ledger.
+# The big tables: BIG_KEYS live completed keys in the ledger and in the
+# hand-rolled table, shaped like the first-time workload's keys (client id,
+# '-f-', a number up to 1e12: i times 3^18 modulo 1e12, distinct and spread
+# evenly) so that new keys land among them, inserted in random order so that
+# the B-trees' pages are as full as random production keys leave them (about
+# 70%, not 80 to 90%).  Each is a copy of a row its layer made, with only the
+# key changed, so that this script names no other column of the ledger.
 if [ "$BIG" = 1 ]; then
-	echo "bench: filling bench_big's ledger with $BIG_KEYS live keys"
+	echo "bench: filling bench_big's ledger and hand-rolled table with $BIG_KEYS live keys each"
 	psql_q -d postgres -c "CREATE DATABASE bench_big"
 	psql_q -d bench_big -f "$WORK/tree/bench/layers.sql" >/dev/null
-	psql_q -d bench_big -c "SELECT pay_ext('template', 100)" >/dev/null
-	psql_q -d bench_big -c "
-		INSERT INTO idem_ledger
-		SELECT r.*
-		  FROM idem_ledger t,
-		       (SELECT i FROM generate_series(1, $BIG_KEYS) i ORDER BY random()) i,
-		       LATERAL jsonb_populate_record(t, jsonb_build_object('key',
-		           (i % $CLIENTS) || '-f-' || (i::bigint * 387420489 % 1000000000000 + 1))) r
-		 WHERE t.scope = '' AND t.key = 'template'"
-	psql_q -d bench_big -c "DELETE FROM idem_ledger WHERE scope = '' AND key = 'template'"
+	psql_q -d bench_big -c "SELECT pay_ext('template', 100), pay_hand('template', 100)" >/dev/null
+	for table in idem_ledger hand_keys; do
+		psql_q -d bench_big -c "
+			INSERT INTO $table
+			SELECT r.*
+			  FROM $table t,
+			       (SELECT i FROM generate_series(1, $BIG_KEYS) i ORDER BY random()) i,
+			       LATERAL jsonb_populate_record(t, jsonb_build_object('key',
+			           (i % $CLIENTS) || '-f-' || (i::bigint * 387420489 % 1000000000000 + 1))) r
+			 WHERE t.key = 'template'"
+		psql_q -d bench_big -c "DELETE FROM $table WHERE key = 'template'"
+	done
 	psql_q -d bench_big -c "VACUUM ANALYZE" >/dev/null
 fi
 
@@ -143,9 +145,9 @@ run_one() {
 		db=bench_unlogged
 		script=ext
 		;;
-	ext_big)
+	ext_big | hand_big)
 		db=bench_big
-		script=ext
+		script=${layer%_big}
 		;;
 	esac
 	psql_q -d "$db" -c "CHECKPOINT" >/dev/null
@@ -163,8 +165,9 @@ for ((round = 1; round <= ROUNDS; round++)); do
 		for layer in "${LAYERS[@]}"; do
 			runs=("$layer")
 			# the big ledger right after the KEYS-key one, for a fair pair
-			if [ "$BIG" = 1 ] && [ "$workload" = first ] && [ "$layer" = ext ]; then
-				runs+=(ext_big)
+			if [ "$BIG" = 1 ] && [ "$workload" = first ] &&
+				{ [ "$layer" = ext ] || [ "$layer" = hand ]; }; then
+				runs+=("${layer}_big")
 			fi
 			for run in "${runs[@]}"; do
 				tps=$(run_one "$workload" "$run")
@@ -203,13 +206,12 @@ print(f"| ext (idem_ledger) | {ext[0]} | {ext[1]} | {ext[2]} | {ext[3]} |")
 print("| ext/hand | | " + " | ".join(f"{float(e) / float(h):.2f}" for h, e in zip(hand[1:], ext[1:])) + " |")
 
 if big == "1":
-    small, large = med[("first", "ext")], med[("first", "ext_big")]
     print()
-    print("| first-time, ext | keys loaded | tps |")
-    print("|---|---:|---:|")
-    print(f"| bench_logged | {keys} | {small:.0f} |")
-    print(f"| bench_big | {big_keys} | {large:.0f} |")
-    print(f"| big/{keys} | | {large / small:.2f} |")
+    print(f"| first-time path | tps, {keys} keys | tps, {big_keys} keys | ratio |")
+    print("|---|---:|---:|---:|")
+    for layer in ["hand", "ext"]:
+        small, large = med[("first", layer)], med[("first", layer + "_big")]
+        print(f"| {layer} | {small:.0f} | {large:.0f} | {large / small:.2f} |")
 EOF
 echo
 echo "bytes per key: $BYTES_KEYS keys per layer made with pgbench, one per transaction, then VACUUM; heap = pg_table_size (with TOAST, FSM, VM), index = pg_indexes_size"
