@@ -22,7 +22,8 @@
 # for the bytes per key), BIG=1 to also measure the first-time path of hand
 # and ext on tables of BIG_KEYS (10 million) live keys that interleave with
 # the new ones, in every round right after the run on the KEYS-key tables
-# (several minutes more to fill them and ~6 GB of disk).
+# (several minutes more to fill them and ~6 GB of disk); these runs come last
+# in each round, and the small tables are warmed up again after them.
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-5}
@@ -163,19 +164,29 @@ LAYERS=(bare hand ext ext_unlogged)
 for ((round = 1; round <= ROUNDS; round++)); do
 	for workload in "${WORKLOADS[@]}"; do
 		for layer in "${LAYERS[@]}"; do
-			runs=("$layer")
-			# the big ledger right after the KEYS-key one, for a fair pair
-			if [ "$BIG" = 1 ] && [ "$workload" = first ] &&
-				{ [ "$layer" = ext ] || [ "$layer" = hand ]; }; then
-				runs+=("${layer}_big")
-			fi
-			for run in "${runs[@]}"; do
-				tps=$(run_one "$workload" "$run")
-				printf '%s\t%s\t%s\t%s\n' "$round" "$workload" "$run" "$tps" >>"$RESULTS"
-				printf 'bench: round %d %-6s %-13s %10.1f tps\n' "$round" "$workload" "$run" "$tps"
-			done
+			tps=$(run_one "$workload" "$layer")
+			printf '%s\t%s\t%s\t%s\n' "$round" "$workload" "$layer" "$tps" >>"$RESULTS"
+			printf 'bench: round %d %-6s %-13s %10.1f tps\n' "$round" "$workload" "$layer" "$tps"
 		done
 	done
+	# The big tables last in the round: a run on them leaves shared buffers
+	# full of their pages, which would slow whatever ran next on the small
+	# tables, so those are read back in (pg_prewarm) before the next round.
+	if [ "$BIG" = 1 ]; then
+		for layer in hand_big ext_big; do
+			tps=$(run_one first "$layer")
+			printf '%s\t%s\t%s\t%s\n' "$round" first "$layer" "$tps" >>"$RESULTS"
+			printf 'bench: round %d %-6s %-13s %10.1f tps\n' "$round" first "$layer" "$tps"
+		done
+		if ((round < ROUNDS)); then
+			for db in bench_logged bench_unlogged; do
+				psql_q -d "$db" -c "
+					CREATE EXTENSION IF NOT EXISTS pg_prewarm;
+					SELECT count(pg_prewarm(c.oid)) FROM pg_class c
+					 WHERE c.relkind IN ('r', 'i', 'S') AND c.relnamespace = 'public'::regnamespace" >/dev/null
+			done
+		fi
+	fi
 done
 
 python3 - "$RESULTS" "$B_HAND" "$B_EXT" "$BIG" "$KEYS" "$BIG_KEYS" <<'EOF'
