@@ -77,15 +77,8 @@ done
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 bench_server instr
+bench_settings
 cat >>"$CLUSTER_DATA/postgresql.conf" <<EOF
-# benchmark settings: the figure is CPU, not fsync (as in bench/run.sh)
-fsync = on
-synchronous_commit = off
-full_page_writes = on
-shared_buffers = '1GB'
-max_wal_size = '8GB'
-checkpoint_timeout = '30min'
-autovacuum = on
 # under valgrind everything is slow: no timeouts that a slow server would trip
 statement_timeout = 0
 log_min_messages = warning

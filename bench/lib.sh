@@ -4,6 +4,12 @@
 #   bench_server NAME   deps, build and install from this tree, initdb a cluster
 #                       under a new /tmp/idem-NAME.XXXXXX (WORK), removed at exit;
 #                       CLUSTER_PRELOAD in the environment preloads the library
+#   bench_settings      append the settings every benchmark shares to the
+#                       cluster's postgresql.conf (the figure is CPU, not fsync)
+#   bench_scripts DIR KEYS
+#                       write the pgbench scripts DIR/WORKLOAD_LAYER.sql for the
+#                       workloads first, replay (over KEYS completed keys 'r-N')
+#                       and once, and the layers bare, hand and ext
 #   psql_q ARGS..       psql as the cluster's user, quiet, stopping on error
 #   psql_v ARGS..       the same, unaligned tuples only (for values)
 
@@ -19,6 +25,33 @@ bench_server() {
 	cluster_at_exit 'rm -rf "$WORK"'
 	cluster_build_extension "$ROOT" "$WORK/tree" >/dev/null
 	cluster_create "$WORK/cluster"
+}
+
+bench_settings() {
+	cat >>"$CLUSTER_DATA/postgresql.conf" <<EOF
+# benchmark settings: the figure is CPU, not fsync
+fsync = on
+synchronous_commit = off
+full_page_writes = on
+shared_buffers = '1GB'
+max_wal_size = '8GB'
+checkpoint_timeout = '30min'
+autovacuum = on
+EOF
+}
+
+bench_scripts() {
+	local dir=$1 keys=$2 layer
+	mkdir -p "$dir"
+	for layer in bare hand ext; do
+		printf '\\set k random(1, 1000000000000)\nSELECT pay_%s(:client_id || %s || :k, 100);\n' \
+			"$layer" "'-f-'" >"$dir/first_$layer.sql"
+		printf '\\set k random(1, %d)\nSELECT pay_%s(%s || :k, 100);\n' \
+			"$keys" "$layer" "'r-'" >"$dir/replay_$layer.sql"
+		printf '\\set k random(1, 1000000000000)\nSELECT consume_%s(:client_id || %s || :k);\n' \
+			"$layer" "'-m-'" >"$dir/once_$layer.sql"
+	done
+	chmod -R a+r "$dir"
 }
 
 psql_q() { cluster_as_user psql -X -q -v ON_ERROR_STOP=1 "$@"; }

@@ -78,16 +78,7 @@ fi
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 bench_server profile
-cat >>"$CLUSTER_DATA/postgresql.conf" <<EOF
-# benchmark settings: the figure is CPU, not fsync (as in bench/run.sh)
-fsync = on
-synchronous_commit = off
-full_page_writes = on
-shared_buffers = '1GB'
-max_wal_size = '8GB'
-checkpoint_timeout = '30min'
-autovacuum = on
-EOF
+bench_settings
 cluster_start
 
 for db in bench_logged bench_unlogged; do
@@ -114,16 +105,7 @@ fi
 
 # pgbench scripts, the same as bench/run.sh's
 SCRIPTS=$WORK/scripts
-mkdir -p "$SCRIPTS"
-for layer in bare hand ext; do
-	printf '\\set k random(1, 1000000000000)\nSELECT pay_%s(:client_id || %s || :k, 100);\n' \
-		"$layer" "'-f-'" >"$SCRIPTS/first_$layer.sql"
-	printf '\\set k random(1, %d)\nSELECT pay_%s(%s || :k, 100);\n' \
-		"$KEYS" "$layer" "'r-'" >"$SCRIPTS/replay_$layer.sql"
-	printf '\\set k random(1, 1000000000000)\nSELECT consume_%s(:client_id || %s || :k);\n' \
-		"$layer" "'-m-'" >"$SCRIPTS/once_$layer.sql"
-done
-chmod -R a+r "$SCRIPTS"
+bench_scripts "$SCRIPTS" "$KEYS"
 
 PROF=$WORK/perf
 mkdir -p "$PROF"

@@ -38,29 +38,14 @@ BYTES_KEYS=${BYTES_KEYS:-100000}
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 bench_server bench
-cat >>"$CLUSTER_DATA/postgresql.conf" <<EOF
-# benchmark settings: the figure is CPU, not fsync
-fsync = on
-synchronous_commit = off
-full_page_writes = on
-shared_buffers = '1GB'
-max_wal_size = '8GB'
-checkpoint_timeout = '30min'
-autovacuum = on
-EOF
+bench_settings
 cluster_start
 
 
 # pgbench scripts
 SCRIPTS=$WORK/scripts
-mkdir -p "$SCRIPTS"
-for layer in bare hand ext; do
-	printf '\\set k random(1, 1000000000000)\nSELECT pay_%s(:client_id || %s || :k, 100);\n' \
-		"$layer" "'-f-'" >"$SCRIPTS/first_$layer.sql"
-	printf '\\set k random(1, %d)\nSELECT pay_%s(%s || :k, 100);\n' \
-		"$KEYS" "$layer" "'r-'" >"$SCRIPTS/replay_$layer.sql"
-	printf '\\set k random(1, 1000000000000)\nSELECT consume_%s(:client_id || %s || :k);\n' \
-		"$layer" "'-m-'" >"$SCRIPTS/once_$layer.sql"
+bench_scripts "$SCRIPTS" "$KEYS"
+for layer in hand ext; do
 	printf '\\set k random(1, 1000000000000)\nSELECT pay_%s(:client_id || %s || :k, 100);\n' \
 		"$layer" "'-b-'" >"$SCRIPTS/bytes_$layer.sql"
 done

@@ -29,15 +29,8 @@ ROUNDS=${ROUNDS:-3}
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 CLUSTER_PRELOAD=idempotency bench_server bench-sweep
+bench_settings
 cat >>"$CLUSTER_DATA/postgresql.conf" <<EOF
-# benchmark settings
-fsync = on
-synchronous_commit = off
-full_page_writes = on
-shared_buffers = '1GB'
-max_wal_size = '8GB'
-checkpoint_timeout = '30min'
-autovacuum = on
 idempotency.sweep_interval = 0
 idempotency.sweep_batch_size = $BATCH
 EOF
