@@ -169,9 +169,7 @@ ledger_prepare(Oid nspid)
 	char	   *nspname;
 	char	   *ledger;
 	Oid			key_args[2] = {TEXTOID, TEXTOID};
-	Oid			row_args[Natts_ledger] = {TIMESTAMPTZOID, TIMESTAMPTZOID,
-		TIMESTAMPTZOID, INT4OID, INT4OID, TEXTOID, TEXTOID, TEXTOID, JSONBOID,
-	BYTEAOID};
+	Oid			row_args[Natts_ledger];
 	Oid			finish_args[6] = {TEXTOID, TEXTOID, INT4OID, JSONBOID,
 	TIMESTAMPTZOID, INT4OID};
 	Oid			release_args[4] = {TEXTOID, TEXTOID, TIMESTAMPTZOID, INT4OID};
@@ -194,6 +192,9 @@ ledger_prepare(Oid nspid)
 		}
 	}
 	plans.nspid = InvalidOid;
+
+	for (int i = 0; i < Natts_ledger; i++)
+		row_args[i] = LedgerColumns[i].type;
 
 	nspname = get_namespace_name(nspid);
 	if (nspname == NULL)

@@ -67,6 +67,15 @@ typedef struct BeginArgs
 #define Anum_ledger_fingerprint	10
 #define Natts_ledger			10
 
+/* Name and type of each column, in table order (ledger_direct.c) */
+typedef struct LedgerColumn
+{
+	const char *name;
+	Oid			type;
+} LedgerColumn;
+
+extern const LedgerColumn LedgerColumns[Natts_ledger];
+
 /*
  * Set row's fingerprint from the ledger's bytea; a value of the wrong length
  * counts as NULL, so that it matches no request.

@@ -58,11 +58,7 @@
 static void open_executor(LedgerDirect *ld, bool speculative);
 
 /* The ledger's columns, as the install script creates them */
-static const struct
-{
-	const char *name;
-	Oid			type;
-}			ledger_columns[Natts_ledger] =
+const LedgerColumn LedgerColumns[Natts_ledger] =
 {
 	{"created_at", TIMESTAMPTZOID},
 	{"expires_at", TIMESTAMPTZOID},
@@ -88,8 +84,8 @@ ledger_layout_ok(Relation rel)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, i);
 
-		if (att->attisdropped || att->atttypid != ledger_columns[i].type ||
-			strcmp(NameStr(att->attname), ledger_columns[i].name) != 0)
+		if (att->attisdropped || att->atttypid != LedgerColumns[i].type ||
+			strcmp(NameStr(att->attname), LedgerColumns[i].name) != 0)
 			return false;
 	}
 	return true;
