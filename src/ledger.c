@@ -30,6 +30,7 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/timestamp.h"
 
@@ -216,29 +217,34 @@ ledger_prepare(Oid nspid)
 }
 
 /*
- * Connect to SPI, with pg_catalog alone as the search path, so that no
- * caller's search_path can change what a statement means or force a kept
- * plan to be analysed again.  (The statements are schema-qualified anyway.)
- * An error unwinds both at (sub)transaction abort.
+ * Connect to SPI with search_path set to "pg_catalog, pg_temp" in a GUC nest
+ * level of its own, as PostgreSQL's maintenance commands restrict it, so that
+ * no caller's search_path can change what a statement means.  (The
+ * statements are schema-qualified anyway.)  Returns the nest level for
+ * ledger_disconnect; an error unwinds both at (sub)transaction abort.
  */
-static void
+static int
 ledger_connect(void)
 {
-	OverrideSearchPath path = {NIL, true, false, 0};
 	int			rc = SPI_connect();
+	int			nestlevel;
 
 	if (rc != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed: %s", SPI_result_code_string(rc));
-	PushOverrideSearchPath(&path);
+	nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
+	return nestlevel;
 }
 
 /* Undo ledger_connect */
 static void
-ledger_disconnect(void)
+ledger_disconnect(int nestlevel)
 {
 	int			rc;
 
-	PopOverrideSearchPath();
+	AtEOXact_GUC(false, nestlevel);
 	rc = SPI_finish();
 	if (rc != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed: %s", SPI_result_code_string(rc));
@@ -660,7 +666,7 @@ begin_direct(const BeginArgs *args, Oid nspid, TimestampTz now, bool once,
  * in_progress), after checking the request.  Disconnects from SPI.
  */
 static Datum
-live_row_result(FunctionCallInfo fcinfo, MemoryContext callercxt,
+live_row_result(FunctionCallInfo fcinfo, MemoryContext callercxt, int nestlevel,
 				const BeginArgs *args, const LedgerRow *row, RowStanding standing)
 {
 	Datum		response = (Datum) 0;
@@ -674,11 +680,11 @@ live_row_result(FunctionCallInfo fcinfo, MemoryContext callercxt,
 		if (!row->response_null)
 			response = PointerGetDatum(PG_DETOAST_DATUM_COPY(row->response));
 		MemoryContextSwitchTo(spicxt);
-		ledger_disconnect();
+		ledger_disconnect(nestlevel);
 		return make_result(fcinfo, "replayed", row->status_null, row->status,
 						   row->response_null, response, false, row->attempt);
 	}
-	ledger_disconnect();
+	ledger_disconnect(nestlevel);
 	return make_result(fcinfo, "in_progress", true, 0, true, 0,
 					   false, row->attempt);
 }
@@ -692,6 +698,7 @@ live_row_result(FunctionCallInfo fcinfo, MemoryContext callercxt,
 Datum
 idem_begin(PG_FUNCTION_ARGS)
 {
+	int			nestlevel;
 	BeginArgs	args;
 	MemoryContext callercxt = CurrentMemoryContext;
 	Oid			nspid;
@@ -740,7 +747,7 @@ idem_begin(PG_FUNCTION_ARGS)
 		}
 	}
 
-	ledger_connect();
+	nestlevel = ledger_connect();
 	ledger_prepare(nspid);
 
 	/*
@@ -756,7 +763,7 @@ idem_begin(PG_FUNCTION_ARGS)
 		{
 			standing = row_standing(&row, now);
 			if (standing == ROW_COMPLETED || standing == ROW_HELD)
-				PG_RETURN_DATUM(live_row_result(fcinfo, callercxt, &args, &row,
+				PG_RETURN_DATUM(live_row_result(fcinfo, callercxt, nestlevel, &args, &row,
 												standing));
 		}
 	}
@@ -775,7 +782,7 @@ idem_begin(PG_FUNCTION_ARGS)
 
 		if (insert_attempt(&args, false, now))
 		{
-			ledger_disconnect();
+			ledger_disconnect(nestlevel);
 			result = make_result(fcinfo, "started", true, 0, true, 0, false, 1);
 			done = true;
 			break;
@@ -799,7 +806,7 @@ idem_begin(PG_FUNCTION_ARGS)
 					fetch_row(plans.select, args.scope, args.key, &row))
 				{
 					/* Someone else holds the row lock: they are taking over */
-					ledger_disconnect();
+					ledger_disconnect(nestlevel);
 					result = make_result(fcinfo, "in_progress", true, 0, true, 0,
 										 false, row.attempt);
 					done = true;
@@ -813,7 +820,7 @@ idem_begin(PG_FUNCTION_ARGS)
 			{
 				int32		attempt = take_over(&args, &row, standing, false, now);
 
-				ledger_disconnect();
+				ledger_disconnect(nestlevel);
 				result = make_result(fcinfo, "started", true, 0, true, 0,
 									 false, attempt);
 				done = true;
@@ -822,7 +829,7 @@ idem_begin(PG_FUNCTION_ARGS)
 		}
 
 		/* A live row: completed or held */
-		result = live_row_result(fcinfo, callercxt, &args, &row, standing);
+		result = live_row_result(fcinfo, callercxt, nestlevel, &args, &row, standing);
 		done = true;
 	}
 
@@ -933,6 +940,7 @@ finish_direct(Oid nspid, text *scope, text *key, int32 status,
 Datum
 idem_finish(PG_FUNCTION_ARGS)
 {
+	int			nestlevel;
 	text	   *key;
 	text	   *scope;
 	Datum		response;
@@ -961,7 +969,7 @@ idem_finish(PG_FUNCTION_ARGS)
 		PG_RETURN_DATUM(make_result(fcinfo, "completed", false, status,
 									PG_ARGISNULL(1), response, false, attempt));
 
-	ledger_connect();
+	nestlevel = ledger_connect();
 	ledger_prepare(nspid);
 
 	values[0] = PointerGetDatum(scope);
@@ -984,7 +992,7 @@ idem_finish(PG_FUNCTION_ARGS)
 						  "finish");
 	attempt = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
 										  SPI_tuptable->tupdesc, 1, &isnull));
-	ledger_disconnect();
+	ledger_disconnect(nestlevel);
 
 	PG_RETURN_DATUM(make_result(fcinfo, "completed", false, status,
 								PG_ARGISNULL(1), response, false, attempt));
@@ -999,6 +1007,7 @@ idem_finish(PG_FUNCTION_ARGS)
 Datum
 idem_fail(PG_FUNCTION_ARGS)
 {
+	int			nestlevel;
 	text	   *key;
 	text	   *scope;
 	Datum		values[4];
@@ -1010,7 +1019,7 @@ idem_fail(PG_FUNCTION_ARGS)
 	scope = validated_scope(fcinfo, 1);
 
 	now = IdemNow();
-	ledger_connect();
+	nestlevel = ledger_connect();
 	ledger_prepare(caller_namespace(fcinfo));
 
 	values[0] = PointerGetDatum(scope);
@@ -1027,7 +1036,7 @@ idem_fail(PG_FUNCTION_ARGS)
 		report_no_attempt(scope, key, !PG_ARGISNULL(2),
 						  PG_ARGISNULL(2) ? 0 : PG_GETARG_INT32(2), now,
 						  "release");
-	ledger_disconnect();
+	ledger_disconnect(nestlevel);
 	PG_RETURN_VOID();
 }
 
@@ -1040,6 +1049,7 @@ idem_fail(PG_FUNCTION_ARGS)
 Datum
 idem_once(PG_FUNCTION_ARGS)
 {
+	int			nestlevel;
 	BeginArgs	args;
 	Oid			nspid;
 	TimestampTz now;
@@ -1065,7 +1075,7 @@ idem_once(PG_FUNCTION_ARGS)
 			PG_RETURN_BOOL(inserted);
 	}
 
-	ledger_connect();
+	nestlevel = ledger_connect();
 	ledger_prepare(nspid);
 
 	for (int tries = 0;; tries++)
@@ -1102,7 +1112,7 @@ idem_once(PG_FUNCTION_ARGS)
 		break;
 	}
 
-	ledger_disconnect();
+	ledger_disconnect(nestlevel);
 	PG_RETURN_BOOL(first);
 }
 
@@ -1115,11 +1125,12 @@ uint64
 LedgerSweepBatch(Oid nspid, int batch_size, ItemPointer cursor,
 				 bool *reached_end)
 {
+	int			nestlevel;
 	Datum		values[3];
 	int			rc;
 	uint64		deleted;
 
-	ledger_connect();
+	nestlevel = ledger_connect();
 	ledger_prepare(nspid);
 
 	values[0] = PointerGetDatum(cursor);
@@ -1140,7 +1151,7 @@ LedgerSweepBatch(Oid nspid, int batch_size, ItemPointer cursor,
 			ItemPointerCopy(tid, cursor);
 	}
 	*reached_end = (deleted < (uint64) batch_size);
-	ledger_disconnect();
+	ledger_disconnect(nestlevel);
 	return deleted;
 }
 
@@ -1148,12 +1159,13 @@ LedgerSweepBatch(Oid nspid, int batch_size, ItemPointer cursor,
 int64
 LedgerCountExpired(Oid nspid)
 {
+	int			nestlevel;
 	Datum		values[1];
 	int			rc;
 	bool		isnull;
 	int64		count;
 
-	ledger_connect();
+	nestlevel = ledger_connect();
 	ledger_prepare(nspid);
 	values[0] = TimestampTzGetDatum(IdemNow());
 	rc = SPI_execute_plan(plans.count_expired, values, NULL, true, 1);
@@ -1161,7 +1173,7 @@ LedgerCountExpired(Oid nspid)
 		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
 	count = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 										SPI_tuptable->tupdesc, 1, &isnull));
-	ledger_disconnect();
+	ledger_disconnect(nestlevel);
 	return count;
 }
 
@@ -1202,6 +1214,7 @@ idem_sweep(PG_FUNCTION_ARGS)
 Datum
 idem_set_logged(PG_FUNCTION_ARGS)
 {
+	int			nestlevel;
 	char	   *nspname;
 	char	   *sql;
 	int			rc;
@@ -1213,11 +1226,11 @@ idem_set_logged(PG_FUNCTION_ARGS)
 				   quote_identifier(IDEM_LEDGER_NAME),
 				   PG_GETARG_BOOL(0) ? "LOGGED" : "UNLOGGED");
 
-	ledger_connect();
+	nestlevel = ledger_connect();
 	rc = SPI_execute(sql, false, 0);
 	if (rc != SPI_OK_UTILITY)
 		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(rc));
-	ledger_disconnect();
+	ledger_disconnect(nestlevel);
 	pfree(sql);
 	PG_RETURN_VOID();
 }

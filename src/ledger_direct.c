@@ -52,6 +52,7 @@
 #include "utils/relcache.h"
 #include "utils/snapmgr.h"
 
+#include "compat.h"
 #include "idempotency.h"
 #include "ledger.h"
 
@@ -118,7 +119,7 @@ LedgerDirectOpen(LedgerDirect *ld, Oid nspid, bool for_insert)
 		rel->trigdesc != NULL ||
 		rel->rd_rel->relrowsecurity ||
 		!ledger_layout_ok(rel) ||
-		!OidIsValid(ld->pkey = RelationGetPrimaryKeyIndex(rel)))
+		!OidIsValid(ld->pkey = IdemPrimaryKeyIndex(rel)))
 	{
 		table_close(rel, RowExclusiveLock);
 		return false;
@@ -154,7 +155,7 @@ open_executor(LedgerDirect *ld, bool speculative)
 	rte->relid = RelationGetRelid(ld->rel);
 	rte->relkind = RELKIND_RELATION;
 	rte->rellockmode = RowExclusiveLock;
-	ExecInitRangeTable(ld->estate, list_make1(rte));
+	IdemInitRangeTable(ld->estate, rte);
 	ld->estate->es_output_cid = GetCurrentCommandId(true);
 
 	ld->rri = makeNode(ResultRelInfo);
@@ -301,7 +302,7 @@ LedgerDirectFetch(LedgerDirect *ld, text *scope, text *key, bool want_response,
 		elog(ERROR, "primary key of the ledger is not open");
 
 	pkey_scan_keys(idx, scope, key, skey);
-	scan = index_beginscan(ld->rel, idx, ledger_snapshot(ld), 2, 0);
+	scan = IdemIndexBeginScan(ld->rel, idx, ledger_snapshot(ld), 2);
 	index_rescan(scan, skey, 2, NULL, 0);
 	found = index_getnext_slot(scan, ForwardScanDirection, ld->rslot);
 	if (found)
@@ -367,7 +368,7 @@ LedgerDirectInsert(LedgerDirect *ld, Datum *values, bool *nulls,
 
 		CHECK_FOR_INTERRUPTS();
 		store_values(slot, values, nulls);
-		if (!ExecCheckIndexConstraints(ld->rri, slot, ld->estate, &conflict_tid,
+		if (!IdemCheckIndexConstraints(ld->rri, slot, ld->estate, &conflict_tid,
 									   ld->arbiters))
 		{
 			ItemPointerCopy(&conflict_tid, tid);
@@ -377,7 +378,7 @@ LedgerDirectInsert(LedgerDirect *ld, Datum *values, bool *nulls,
 		token = SpeculativeInsertionLockAcquire(GetCurrentTransactionId());
 		table_tuple_insert_speculative(ld->rel, slot, ld->estate->es_output_cid,
 									   0, NULL, token);
-		recheck = ExecInsertIndexTuples(ld->rri, slot, ld->estate, false, true,
+		recheck = IdemInsertIndexTuples(ld->rri, slot, ld->estate, false, true,
 										&spec_conflict, ld->arbiters);
 		list_free(recheck);
 		table_tuple_complete_speculative(ld->rel, slot, token, !spec_conflict);
@@ -402,7 +403,7 @@ LedgerDirectUpdate(LedgerDirect *ld, ItemPointer tid, Datum *values, bool *nulls
 	TupleTableSlot *slot = ld->wslot;
 	TM_FailureData tmfd;
 	LockTupleMode lockmode;
-	bool		update_indexes;
+	IdemUpdateIndexes update_indexes;
 	TM_Result	res;
 	Buffer		buf;
 
@@ -423,11 +424,11 @@ LedgerDirectUpdate(LedgerDirect *ld, ItemPointer tid, Datum *values, bool *nulls
 							 &tmfd, &lockmode, &update_indexes);
 	if (res != TM_Ok)
 		return false;
-	if (update_indexes)
+	if (IdemUpdateNeedsIndexes(update_indexes))
 	{
 		/* Not a HOT update: the new version needs its index entries */
 		open_executor(ld, false);
-		list_free(ExecInsertIndexTuples(ld->rri, slot, ld->estate, true, false,
+		list_free(IdemInsertIndexTuples(ld->rri, slot, ld->estate, true, false,
 										NULL, NIL));
 	}
 	CommandCounterIncrement();
@@ -458,7 +459,7 @@ LedgerKeyBusy(Oid nspid, text *scope, text *key)
 	if (!OidIsValid(relid))
 		elog(ERROR, "ledger table of the idempotency extension is missing");
 	rel = table_open(relid, AccessShareLock);
-	idxid = RelationGetPrimaryKeyIndex(rel);
+	idxid = IdemPrimaryKeyIndex(rel);
 	if (!OidIsValid(idxid))
 		elog(ERROR, "ledger table of the idempotency extension has no primary key");
 	idx = index_open(idxid, AccessShareLock);
@@ -466,7 +467,7 @@ LedgerKeyBusy(Oid nspid, text *scope, text *key)
 	InitDirtySnapshot(dirty);
 	pkey_scan_keys(idx, scope, key, skey);
 	slot = table_slot_create(rel, NULL);
-	scan = index_beginscan(rel, idx, &dirty, 2, 0);
+	scan = IdemIndexBeginScan(rel, idx, &dirty, 2);
 	index_rescan(scan, skey, 2, NULL, 0);
 	while (index_getnext_slot(scan, ForwardScanDirection, slot))
 	{

@@ -77,6 +77,7 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "compat.h"
 #include "idempotency.h"
 
 PG_FUNCTION_INFO_V1(idem_sweeper_start);
@@ -520,9 +521,9 @@ ledger_needs_vacuum(Oid relid)
 	tab = pgstat_fetch_stat_tabentry(relid);
 	if (tab == NULL)
 		return false;
-	return tab->n_dead_tuples >= VACUUM_MIN_DEAD &&
-		tab->n_dead_tuples >= VACUUM_DEAD_SHARE *
-		(tab->n_live_tuples + tab->n_dead_tuples);
+	return IdemStatDeadTuples(tab) >= VACUUM_MIN_DEAD &&
+		IdemStatDeadTuples(tab) >= VACUUM_DEAD_SHARE *
+		(IdemStatLiveTuples(tab) + IdemStatDeadTuples(tab));
 }
 
 /*
@@ -573,10 +574,7 @@ vacuum_ledger_if_needed(void)
 	params.truncate = VACOPTVALUE_UNSPECIFIED;
 	params.nworkers = -1;		/* no parallel workers */
 
-	/* vacuum() keeps its cross-transaction memory under PortalContext */
-	PortalContext = sweeper.pass_context;
-	vacuum(rels, &params, NULL, true);
-	PortalContext = NULL;
+	IdemVacuum(rels, &params, sweeper.pass_context);
 	CommitTransactionCommand();
 }
 
