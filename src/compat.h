@@ -25,6 +25,7 @@
 #include "nodes/bitmapset.h"
 #include "pgstat.h"
 #include "storage/bufmgr.h"
+#include "utils/guc.h"
 #include "utils/relcache.h"
 
 #if PG_VERSION_NUM < 150000
@@ -144,6 +145,21 @@ IdemVacuum(List *relations, VacuumParams *params, MemoryContext cxt)
 	PortalContext = cxt;
 	vacuum(relations, params, NULL, true);
 	PortalContext = NULL;
+#endif
+}
+
+/*
+ * Memory for a GUC check hook's extra data, which the GUC machinery frees
+ * itself (with free() before 16, from its own memory context since).  NULL
+ * when out of memory, having logged it.
+ */
+static inline void *
+IdemGucMalloc(size_t size)
+{
+#if PG_VERSION_NUM >= 160000
+	return guc_malloc(LOG, size);
+#else
+	return malloc(size);
 #endif
 }
 

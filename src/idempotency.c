@@ -20,6 +20,7 @@
 #include "utils/guc.h"
 #include "utils/timestamp.h"
 
+#include "compat.h"
 #include "idempotency.h"
 
 PG_MODULE_MAGIC;
@@ -126,8 +127,7 @@ check_interval_guc(char **newval, void **extra, GucSource source, bool positive)
 							IDEM_MAX_INTERVAL_YEARS);
 		return false;
 	}
-	/* GUC extra data is released with free(), so it comes from malloc() */
-	copy = (Interval *) malloc(sizeof(Interval));
+	copy = (Interval *) IdemGucMalloc(sizeof(Interval));
 	if (copy == NULL)
 	{
 		GUC_check_errcode(ERRCODE_OUT_OF_MEMORY);
