@@ -101,6 +101,28 @@ interval_usecs(const Interval *span)
 }
 
 /*
+ * What is wrong with a ttl, lease or clock offset, if anything.  One rule
+ * for GUCs and arguments: at most IDEM_MAX_INTERVAL_YEARS years long,
+ * counted as interval comparison counts them (30-day months); and where the
+ * interval must be positive, no field below zero, so that adding it can
+ * never go back in time (months and days are calendar units: '1 month
+ * -29 days' is a day in January and minus one day in February).  Throws
+ * nothing: check hooks call it.
+ */
+IdemIntervalCheck
+IdemCheckInterval(const Interval *span, bool positive)
+{
+	if (fabs(interval_usecs(span)) >
+		(double) IDEM_MAX_INTERVAL_YEARS * MONTHS_PER_YEAR * DAYS_PER_MONTH * USECS_PER_DAY)
+		return INTERVAL_TOO_LONG;
+	if (positive && (span->month < 0 || span->day < 0 || span->time < 0))
+		return INTERVAL_NEGATIVE_PART;
+	if (positive && span->month == 0 && span->day == 0 && span->time == 0)
+		return INTERVAL_NOT_POSITIVE;
+	return INTERVAL_OK;
+}
+
+/*
  * Check hook shared by the interval GUCs.  Time-valued settings that must be
  * positive say so through the extra flag passed in *extra.
  */
@@ -115,17 +137,20 @@ check_interval_guc(char **newval, void **extra, GucSource source, bool positive)
 		GUC_check_errdetail("\"%s\" is not a valid interval.", *newval);
 		return false;
 	}
-	if (positive && interval_usecs(&span) <= 0)
+	switch (IdemCheckInterval(&span, positive))
 	{
-		GUC_check_errdetail("The interval must be longer than zero.");
-		return false;
-	}
-	if (fabs(interval_usecs(&span)) >
-		(double) IDEM_MAX_INTERVAL_YEARS * DAYS_PER_YEAR * USECS_PER_DAY)
-	{
-		GUC_check_errdetail("The interval must not be longer than %d years.",
-							IDEM_MAX_INTERVAL_YEARS);
-		return false;
+		case INTERVAL_OK:
+			break;
+		case INTERVAL_TOO_LONG:
+			GUC_check_errdetail("The interval must not be longer than %d years.",
+								IDEM_MAX_INTERVAL_YEARS);
+			return false;
+		case INTERVAL_NEGATIVE_PART:
+			GUC_check_errdetail("No part of the interval may be negative.");
+			return false;
+		case INTERVAL_NOT_POSITIVE:
+			GUC_check_errdetail("The interval must be longer than zero.");
+			return false;
 	}
 	copy = (Interval *) IdemGucMalloc(sizeof(Interval));
 	if (copy == NULL)

@@ -41,6 +41,16 @@ extern int	IdemSweepInterval;		/* seconds; 0 turns sweeping off */
 extern int	IdemSweepBatchSize;
 extern bool IdemPreloaded;
 
+/* What IdemCheckInterval finds wrong with a ttl, lease or clock offset */
+typedef enum IdemIntervalCheck
+{
+	INTERVAL_OK,
+	INTERVAL_TOO_LONG,			/* over IDEM_MAX_INTERVAL_YEARS years */
+	INTERVAL_NEGATIVE_PART,		/* a field below zero where it must be positive */
+	INTERVAL_NOT_POSITIVE		/* zero where it must be positive */
+} IdemIntervalCheck;
+
+extern IdemIntervalCheck IdemCheckInterval(const Interval *span, bool positive);
 extern TimestampTz IdemNow(void);
 extern TimestampTz IdemTimestampPlus(TimestampTz ts, const Interval *span);
 

@@ -60,24 +60,24 @@ static const char *insert_sql =
 " RETURNING l.attempt";
 
 #define LEDGER_ROW_COLUMNS \
-	"state, status, response, attempt, fingerprint, expires_at, lease_until"
+	"state, status, response, attempt, fingerprint, expires_at, lease_until, xmin"
 
 static const char *select_sql =
-"SELECT " LEDGER_ROW_COLUMNS " FROM %s"
+"SELECT " LEDGER_ROW_COLUMNS " FROM ONLY %s"
 " WHERE scope OPERATOR(pg_catalog.=) $1 AND key OPERATOR(pg_catalog.=) $2";
 
 static const char *lock_sql =
-"SELECT " LEDGER_ROW_COLUMNS " FROM %s"
+"SELECT " LEDGER_ROW_COLUMNS " FROM ONLY %s"
 " WHERE scope OPERATOR(pg_catalog.=) $1 AND key OPERATOR(pg_catalog.=) $2"
 " FOR UPDATE";
 
 static const char *lock_skip_sql =
-"SELECT " LEDGER_ROW_COLUMNS " FROM %s"
+"SELECT " LEDGER_ROW_COLUMNS " FROM ONLY %s"
 " WHERE scope OPERATOR(pg_catalog.=) $1 AND key OPERATOR(pg_catalog.=) $2"
 " FOR UPDATE SKIP LOCKED";
 
 static const char *replace_sql =
-"UPDATE %s SET created_at = COALESCE($1, created_at), expires_at = $2,"
+"UPDATE ONLY %s SET created_at = COALESCE($1, created_at), expires_at = $2,"
 "       lease_until = $3, status = $4, attempt = $5, state = $8,"
 "       response = $9, fingerprint = $10"
 " WHERE scope OPERATOR(pg_catalog.=) $6 AND key OPERATOR(pg_catalog.=) $7";
@@ -93,7 +93,7 @@ static const char *replace_sql =
 	" expires_at OPERATOR(pg_catalog.-) lease_until))"
 
 static const char *finish_sql =
-"UPDATE %s SET state = 'completed', status = $3, response = $4,"
+"UPDATE ONLY %s SET state = 'completed', status = $3, response = $4,"
 "       expires_at = $5 OPERATOR(pg_catalog.+) " TTL_OF_ATTEMPT ","
 "       lease_until = NULL"
 " WHERE scope OPERATOR(pg_catalog.=) $1 AND key OPERATOR(pg_catalog.=) $2"
@@ -104,7 +104,7 @@ static const char *finish_sql =
 " RETURNING attempt";
 
 static const char *release_sql =
-"UPDATE %s SET lease_until = NULL,"
+"UPDATE ONLY %s SET lease_until = NULL,"
 "       expires_at = $3 OPERATOR(pg_catalog.+) " TTL_OF_ATTEMPT
 " WHERE scope OPERATOR(pg_catalog.=) $1 AND key OPERATOR(pg_catalog.=) $2"
 "   AND state OPERATOR(pg_catalog.=) 'in_progress'"
@@ -114,15 +114,15 @@ static const char *release_sql =
 " RETURNING attempt";
 
 static const char *sweep_sql =
-"DELETE FROM %s WHERE ctid OPERATOR(pg_catalog.=) ANY (ARRAY("
-"  SELECT ctid FROM %s"
+"DELETE FROM ONLY %s WHERE ctid OPERATOR(pg_catalog.=) ANY (ARRAY("
+"  SELECT ctid FROM ONLY %s"
 "   WHERE ctid OPERATOR(pg_catalog.>) $1"
 "     AND expires_at OPERATOR(pg_catalog.<=) $2"
 "   LIMIT $3 FOR UPDATE SKIP LOCKED))"
 " RETURNING ctid";
 
 static const char *count_expired_sql =
-"SELECT pg_catalog.count(*) FROM %s"
+"SELECT pg_catalog.count(*) FROM ONLY %s"
 " WHERE expires_at OPERATOR(pg_catalog.<=) $1";
 
 /* Kept plans, valid for the extension schema in plans_nspid */
@@ -342,36 +342,47 @@ validated_scope(FunctionCallInfo fcinfo, int argno)
 }
 
 /*
- * A ttl or lease argument: the GUC default when NULL, else positive and at
- * most IDEM_MAX_INTERVAL_YEARS years.
+ * A ttl or lease argument: the GUC default when NULL, else what
+ * IdemCheckInterval accepts (positive, no negative field, at most
+ * IDEM_MAX_INTERVAL_YEARS years): the same rule as the GUCs'.
  */
 static Interval
 validated_interval(FunctionCallInfo fcinfo, int argno, const char *name,
 				   const Interval *dflt)
 {
 	Interval	span;
-	Interval	limit = {0, 0, IDEM_MAX_INTERVAL_YEARS * MONTHS_PER_YEAR};
-	Interval	zero = {0, 0, 0};
 
 	if (PG_ARGISNULL(argno))
 		return *dflt;
 	span = *PG_GETARG_INTERVAL_P(argno);
-	if (!DatumGetBool(DirectFunctionCall2(interval_gt,
-										  IntervalPGetDatum(&span),
-										  IntervalPGetDatum(&zero))))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must be longer than zero", name),
-				 errdetail("The %s given was %s.", name,
-						   DatumGetCString(DirectFunctionCall1(interval_out,
-															   IntervalPGetDatum(&span))))));
-	if (DatumGetBool(DirectFunctionCall2(interval_gt,
-										 IntervalPGetDatum(&span),
-										 IntervalPGetDatum(&limit))))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s is too long", name),
-				 errdetail("The limit is %d years.", IDEM_MAX_INTERVAL_YEARS)));
+	switch (IdemCheckInterval(&span, true))
+	{
+		case INTERVAL_OK:
+			break;
+		case INTERVAL_TOO_LONG:
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s is too long", name),
+					 errdetail("The limit is %d years.", IDEM_MAX_INTERVAL_YEARS)));
+			break;
+		case INTERVAL_NEGATIVE_PART:
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s must not have a negative part", name),
+					 errdetail("The %s given was %s.", name,
+							   DatumGetCString(DirectFunctionCall1(interval_out,
+																   IntervalPGetDatum(&span)))),
+					 errhint("Months and days are calendar units: an interval with parts of both signs can end before it starts.")));
+			break;
+		case INTERVAL_NOT_POSITIVE:
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s must be longer than zero", name),
+					 errdetail("The %s given was %s.", name,
+							   DatumGetCString(DirectFunctionCall1(interval_out,
+																   IntervalPGetDatum(&span))))));
+			break;
+	}
 	return span;
 }
 
@@ -385,17 +396,27 @@ read_row(LedgerRow *row)
 	Datum		d;
 
 	d = SPI_getbinval(tup, desc, 1, &isnull);
+	if (isnull)
+		LedgerRowDamaged("state");
 	row->is_completed = (strcmp(TextDatumGetCString(d), "completed") == 0);
 	d = SPI_getbinval(tup, desc, 2, &row->status_null);
 	row->status = row->status_null ? 0 : DatumGetInt32(d);
 	row->response = SPI_getbinval(tup, desc, 3, &row->response_null);
-	row->attempt = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
+	d = SPI_getbinval(tup, desc, 4, &isnull);
+	if (isnull)
+		LedgerRowDamaged("attempt");
+	row->attempt = DatumGetInt32(d);
 	d = SPI_getbinval(tup, desc, 5, &isnull);
 	LedgerRowSetFingerprint(row, d, isnull);
 	row->created_at = 0;			/* not read on the SQL path */
-	row->expires_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 6, &isnull));
+	d = SPI_getbinval(tup, desc, 6, &isnull);
+	if (isnull)
+		LedgerRowDamaged("expires_at");
+	row->expires_at = DatumGetTimestampTz(d);
 	d = SPI_getbinval(tup, desc, 7, &row->lease_null);
 	row->lease_until = row->lease_null ? 0 : DatumGetTimestampTz(d);
+	d = SPI_getbinval(tup, desc, 8, &isnull);
+	row->mine = TransactionIdIsCurrentTransactionId(DatumGetTransactionId(d));
 }
 
 /* Run a key-only statement (select or lock); true if it found the row */
@@ -414,7 +435,11 @@ fetch_row(SPIPlanPtr plan, text *scope, text *key, LedgerRow *row)
 	return true;
 }
 
-/* Classify a row for a caller arriving at time now */
+/*
+ * Classify a row for a caller arriving at time now.  A lease lapses only
+ * for a committed attempt: the current transaction's own attempt holds its
+ * key until the transaction ends, whatever the clock says.
+ */
 static RowStanding
 row_standing(const LedgerRow *row, TimestampTz now)
 {
@@ -424,7 +449,7 @@ row_standing(const LedgerRow *row, TimestampTz now)
 		return ROW_COMPLETED;
 	if (row->lease_null)
 		return ROW_RELEASED;
-	if (row->lease_until <= now)
+	if (row->lease_until <= now && !row->mine)
 		return ROW_LAPSED;
 	return ROW_HELD;
 }
@@ -619,18 +644,21 @@ static struct
 {
 	TransactionId xid;
 	Oid			nspid;
+	Oid			relfilenode;	/* the storage the tid points into */
 	ItemPointerData tid;
 }			last_insert;
 
 /*
- * The direct path of begin and once (ledger_direct.c): replay or report a
- * live row read through the primary key, or insert the first attempt.
+ * The direct path of begin and once (ledger_direct.c): insert the first
+ * attempt (*state KEY_ABSENT), report a row that an unfinished transaction
+ * writes when the caller will not wait (KEY_BUSY), or read the live row that
+ * holds the key, to replay or report it (KEY_PRESENT, *row and *standing).
  * Returns false when the SQL path must decide: a row that changes hands, a
  * concurrent change, or a ledger the direct path does not serve.
  */
 static bool
 begin_direct(const BeginArgs *args, Oid nspid, TimestampTz now, bool once,
-			 LedgerRow *row, RowStanding *standing, bool *inserted)
+			 LedgerRow *row, RowStanding *standing, LedgerKeyState *state)
 {
 	LedgerDirect ld;
 	ItemPointerData tid;
@@ -642,14 +670,17 @@ begin_direct(const BeginArgs *args, Oid nspid, TimestampTz now, bool once,
 	if (!LedgerDirectOpen(&ld, nspid, true))
 		return false;
 	new_row_values(args, once, now, values, nulls);
-	*inserted = LedgerDirectInsert(&ld, values, nulls, &tid);
-	if (*inserted)
+	*state = LedgerDirectInsert(&ld, values, nulls, !args->wait, &tid);
+	if (*state == KEY_ABSENT)
 	{
 		last_insert.xid = GetCurrentTransactionId();
 		last_insert.nspid = nspid;
+		last_insert.relfilenode = ld.rel->rd_rel->relfilenode;
 		last_insert.tid = tid;
 		decided = true;
 	}
+	else if (*state == KEY_BUSY)
+		decided = true;
 	else if (LedgerDirectFetchTid(&ld, &tid, false, args->scope, args->key,
 								  !once, row, &own))
 	{
@@ -720,21 +751,20 @@ idem_begin(PG_FUNCTION_ARGS)
 	nspid = caller_namespace(fcinfo);
 	now = IdemNow();
 
-	if (!args.wait && LedgerKeyBusy(nspid, args.scope, args.key))
-		PG_RETURN_DATUM(make_result(fcinfo, "in_progress", true, 0, true, 0,
-									true, 0));
-
 	/* The common cases, without SPI: a first attempt, a replay, a live hold */
 	{
 		LedgerRow	row;
 		RowStanding standing;
-		bool		inserted;
+		LedgerKeyState state;
 
-		if (begin_direct(&args, nspid, now, false, &row, &standing, &inserted))
+		if (begin_direct(&args, nspid, now, false, &row, &standing, &state))
 		{
-			if (inserted)
+			if (state == KEY_ABSENT)
 				PG_RETURN_DATUM(make_result(fcinfo, "started", true, 0, true, 0,
 											false, 1));
+			if (state == KEY_BUSY)
+				PG_RETURN_DATUM(make_result(fcinfo, "in_progress", true, 0, true, 0,
+											true, 0));
 			if (!same_request(&row, &args))
 				report_request_mismatch(&args);
 			if (standing == ROW_COMPLETED)
@@ -780,11 +810,34 @@ idem_begin(PG_FUNCTION_ARGS)
 							text_to_cstring(args.key)),
 					 errhint("Retry the transaction.")));
 
-		if (insert_attempt(&args, false, now))
+		/*
+		 * A caller that will not wait inserts only where no row is, nor is
+		 * being written: the insertion would queue behind the writer.  (A
+		 * first insertion that lands between this look and ours still makes
+		 * ours wait; only on the SQL path, see the README.)
+		 */
+		if (!args.wait)
+		{
+			LedgerKeyState state = LedgerKeyProbe(nspid, args.scope, args.key);
+
+			if (state == KEY_BUSY)
+			{
+				ledger_disconnect(nestlevel);
+				result = make_result(fcinfo, "in_progress", true, 0, true, 0,
+									 true, 0);
+				break;
+			}
+			if (state == KEY_ABSENT && insert_attempt(&args, false, now))
+			{
+				ledger_disconnect(nestlevel);
+				result = make_result(fcinfo, "started", true, 0, true, 0, false, 1);
+				break;
+			}
+		}
+		else if (insert_attempt(&args, false, now))
 		{
 			ledger_disconnect(nestlevel);
 			result = make_result(fcinfo, "started", true, 0, true, 0, false, 1);
-			done = true;
 			break;
 		}
 
@@ -897,6 +950,7 @@ finish_direct(Oid nspid, text *scope, text *key, int32 status,
 	if (TransactionIdIsValid(last_insert.xid) &&
 		TransactionIdIsCurrentTransactionId(last_insert.xid) &&
 		last_insert.nspid == nspid &&
+		last_insert.relfilenode == ld.rel->rd_rel->relfilenode &&
 		LedgerDirectFetchTid(&ld, &last_insert.tid, true, scope, key,
 							 false, &row, &own))
 		tid = last_insert.tid;
@@ -1069,10 +1123,10 @@ idem_once(PG_FUNCTION_ARGS)
 	{
 		LedgerRow	row;
 		RowStanding standing;
-		bool		inserted;
+		LedgerKeyState state;
 
-		if (begin_direct(&args, nspid, now, true, &row, &standing, &inserted))
-			PG_RETURN_BOOL(inserted);
+		if (begin_direct(&args, nspid, now, true, &row, &standing, &state))
+			PG_RETURN_BOOL(state == KEY_ABSENT);
 	}
 
 	nestlevel = ledger_connect();

@@ -30,6 +30,7 @@ typedef struct LedgerRow
 	TimestampTz expires_at;
 	bool		lease_null;
 	TimestampTz lease_until;
+	bool		mine;			/* written by the current transaction */
 } LedgerRow;
 
 /* What a row means for a new caller, at a given time */
@@ -41,6 +42,14 @@ typedef enum RowStanding
 	ROW_RELEASED,				/* attempt released by idem_fail */
 	ROW_EXPIRED					/* counts as absent */
 } RowStanding;
+
+/* What a look at a key through the primary key found */
+typedef enum LedgerKeyState
+{
+	KEY_ABSENT,					/* no row: an insertion went in, or may */
+	KEY_PRESENT,				/* a row holds the key */
+	KEY_BUSY					/* an unfinished transaction writes the row */
+} LedgerKeyState;
 
 /* The arguments of idem_begin and idem_once, validated */
 typedef struct BeginArgs
@@ -72,6 +81,7 @@ typedef struct LedgerColumn
 {
 	const char *name;
 	Oid			type;
+	bool		notnull;
 } LedgerColumn;
 
 extern const LedgerColumn LedgerColumns[Natts_ledger];
@@ -93,6 +103,21 @@ LedgerRowSetFingerprint(LedgerRow *row, Datum d, bool isnull)
 		row->fingerprint_null = true;
 	else
 		memcpy(row->fingerprint, VARDATA_ANY(fp), IDEM_FINGERPRINT_LEN);
+}
+
+/*
+ * Raise an error for a ledger row whose required column is NULL, as only a
+ * superuser's change to the table could leave it.
+ */
+static inline void
+LedgerRowDamaged(const char *column)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_DATA_CORRUPTED),
+			 errmsg("ledger row has no %s", column),
+			 errdetail("Column \"%s\" of idem_ledger is NULL; the extension never writes that.",
+					   column),
+			 errhint("Restore the column's NOT NULL constraint and repair or delete the row.")));
 }
 
 /* The ledger opened for direct heap and index access (ledger_direct.c) */
@@ -117,11 +142,11 @@ extern bool LedgerDirectFetchTid(LedgerDirect *ld, ItemPointer tid,
 								 bool visible_only, text *scope, text *key,
 								 bool want_response, LedgerRow *row,
 								 bool *own_insert);
-extern bool LedgerDirectInsert(LedgerDirect *ld, Datum *values, bool *nulls,
-							   ItemPointer tid);
+extern LedgerKeyState LedgerDirectInsert(LedgerDirect *ld, Datum *values,
+										 bool *nulls, bool nowait, ItemPointer tid);
 extern bool LedgerDirectUpdate(LedgerDirect *ld, ItemPointer tid,
 							   Datum *values, bool *nulls);
 
-extern bool LedgerKeyBusy(Oid nspid, text *scope, text *key);
+extern LedgerKeyState LedgerKeyProbe(Oid nspid, text *scope, text *key);
 
 #endif							/* IDEM_LEDGER_H */

@@ -57,23 +57,32 @@
 #include "ledger.h"
 
 static void open_executor(LedgerDirect *ld, bool speculative);
+static LedgerKeyState probe_key(Relation rel, Relation idx, text *scope,
+								text *key, ItemPointer tid);
 
 /* The ledger's columns, as the install script creates them */
 const LedgerColumn LedgerColumns[Natts_ledger] =
 {
-	{"created_at", TIMESTAMPTZOID},
-	{"expires_at", TIMESTAMPTZOID},
-	{"lease_until", TIMESTAMPTZOID},
-	{"status", INT4OID},
-	{"attempt", INT4OID},
-	{"scope", TEXTOID},
-	{"key", TEXTOID},
-	{"state", TEXTOID},
-	{"response", JSONBOID},
-	{"fingerprint", BYTEAOID},
+	{"created_at", TIMESTAMPTZOID, true},
+	{"expires_at", TIMESTAMPTZOID, true},
+	{"lease_until", TIMESTAMPTZOID, false},
+	{"status", INT4OID, false},
+	{"attempt", INT4OID, true},
+	{"scope", TEXTOID, true},
+	{"key", TEXTOID, true},
+	{"state", TEXTOID, true},
+	{"response", JSONBOID, false},
+	{"fingerprint", BYTEAOID, false},
 };
 
-/* True when the ledger still has exactly the install script's columns */
+/*
+ * True when the ledger still has exactly the install script's columns and
+ * constraints.  The direct path writes rows without the executor, so a
+ * CHECK constraint or a NOT NULL a user added (or dropped) sends every call
+ * to the SQL path, where the executor enforces it.  (A dropped column also
+ * changes the layout: the direct path stays off until the ledger is made
+ * anew by a dump and restore.)
+ */
 static bool
 ledger_layout_ok(Relation rel)
 {
@@ -81,11 +90,16 @@ ledger_layout_ok(Relation rel)
 
 	if (desc->natts != Natts_ledger)
 		return false;
+	if (desc->constr != NULL &&
+		(desc->constr->num_check > 0 || desc->constr->has_generated_stored))
+		return false;
 	for (int i = 0; i < Natts_ledger; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, i);
 
 		if (att->attisdropped || att->atttypid != LedgerColumns[i].type ||
+			att->attnotnull != LedgerColumns[i].notnull ||
+			att->attgenerated != '\0' ||
 			strcmp(NameStr(att->attname), LedgerColumns[i].name) != 0)
 			return false;
 	}
@@ -214,26 +228,35 @@ read_slot(LedgerDirect *ld, bool want_response, LedgerRow *row,
 	Datum		d;
 
 	tup = ExecFetchSlotHeapTuple(slot, false, NULL);
-	*own_insert =
-		TransactionIdIsCurrentTransactionId(HeapTupleHeaderGetXmin(tup->t_data)) &&
+	row->mine = TransactionIdIsCurrentTransactionId(HeapTupleHeaderGetXmin(tup->t_data));
+	*own_insert = row->mine &&
 		(tup->t_data->t_infomask & HEAP_XMAX_INVALID) != 0;
 	ItemPointerCopy(&slot->tts_tid, tid);
 
-	row->is_completed = text_equals(slot_getattr(slot, Anum_ledger_state, &isnull),
-									"completed");
+	d = slot_getattr(slot, Anum_ledger_state, &isnull);
+	if (isnull)
+		LedgerRowDamaged("state");
+	row->is_completed = text_equals(d, "completed");
 	d = slot_getattr(slot, Anum_ledger_status, &row->status_null);
 	row->status = row->status_null ? 0 : DatumGetInt32(d);
 	d = slot_getattr(slot, Anum_ledger_response, &row->response_null);
 	row->response = (Datum) 0;
 	if (want_response && !row->response_null)
 		row->response = PointerGetDatum(PG_DETOAST_DATUM_COPY(d));
-	row->attempt = DatumGetInt32(slot_getattr(slot, Anum_ledger_attempt, &isnull));
+	d = slot_getattr(slot, Anum_ledger_attempt, &isnull);
+	if (isnull)
+		LedgerRowDamaged("attempt");
+	row->attempt = DatumGetInt32(d);
 	d = slot_getattr(slot, Anum_ledger_fingerprint, &isnull);
 	LedgerRowSetFingerprint(row, d, isnull);
-	row->created_at = DatumGetTimestampTz(slot_getattr(slot, Anum_ledger_created_at,
-													   &isnull));
-	row->expires_at = DatumGetTimestampTz(slot_getattr(slot, Anum_ledger_expires_at,
-													   &isnull));
+	d = slot_getattr(slot, Anum_ledger_created_at, &isnull);
+	if (isnull)
+		LedgerRowDamaged("created_at");
+	row->created_at = DatumGetTimestampTz(d);
+	d = slot_getattr(slot, Anum_ledger_expires_at, &isnull);
+	if (isnull)
+		LedgerRowDamaged("expires_at");
+	row->expires_at = DatumGetTimestampTz(d);
 	d = slot_getattr(slot, Anum_ledger_lease_until, &row->lease_null);
 	row->lease_until = row->lease_null ? 0 : DatumGetTimestampTz(d);
 }
@@ -242,10 +265,17 @@ read_slot(LedgerDirect *ld, bool want_response, LedgerRow *row,
 static bool
 slot_has_key(LedgerDirect *ld, text *scope, text *key)
 {
-	bool		isnull;
-	text	   *s = DatumGetTextPP(slot_getattr(ld->rslot, Anum_ledger_scope, &isnull));
-	text	   *k = DatumGetTextPP(slot_getattr(ld->rslot, Anum_ledger_key, &isnull));
+	bool		snull;
+	bool		knull;
+	Datum		sd = slot_getattr(ld->rslot, Anum_ledger_scope, &snull);
+	Datum		kd = slot_getattr(ld->rslot, Anum_ledger_key, &knull);
+	text	   *s;
+	text	   *k;
 
+	if (snull || knull)
+		return false;
+	s = DatumGetTextPP(sd);
+	k = DatumGetTextPP(kd);
 	return VARSIZE_ANY_EXHDR(s) == VARSIZE_ANY_EXHDR(scope) &&
 		VARSIZE_ANY_EXHDR(k) == VARSIZE_ANY_EXHDR(key) &&
 		memcmp(VARDATA_ANY(s), VARDATA_ANY(scope), VARSIZE_ANY_EXHDR(scope)) == 0 &&
@@ -278,6 +308,20 @@ pkey_scan_keys(Relation idx, text *scope, text *key, ScanKey skey)
 	}
 }
 
+/* The ledger's primary key, opened with the executor's other indexes */
+static Relation
+ledger_pkey(LedgerDirect *ld)
+{
+	open_executor(ld, false);
+	for (int i = 0; i < ld->rri->ri_NumIndices; i++)
+	{
+		if (RelationGetRelid(ld->rri->ri_IndexRelationDescs[i]) == ld->pkey)
+			return ld->rri->ri_IndexRelationDescs[i];
+	}
+	elog(ERROR, "primary key of the ledger is not open");
+	return NULL;				/* keep compiler quiet */
+}
+
 /*
  * Read the row of a key through the primary key, with the snapshot taken
  * when the ledger was opened.
@@ -286,21 +330,12 @@ bool
 LedgerDirectFetch(LedgerDirect *ld, text *scope, text *key, bool want_response,
 				  LedgerRow *row, ItemPointer tid, bool *own_insert)
 {
-	Relation	idx = NULL;
+	Relation	idx;
 	ScanKeyData skey[2];
 	IndexScanDesc scan;
 	bool		found;
 
-	/* ExecOpenIndices opens the primary key among the others: find it */
-	open_executor(ld, false);
-	for (int i = 0; i < ld->rri->ri_NumIndices; i++)
-	{
-		if (RelationGetRelid(ld->rri->ri_IndexRelationDescs[i]) == ld->pkey)
-			idx = ld->rri->ri_IndexRelationDescs[i];
-	}
-	if (idx == NULL)
-		elog(ERROR, "primary key of the ledger is not open");
-
+	idx = ledger_pkey(ld);
 	pkey_scan_keys(idx, scope, key, skey);
 	scan = IdemIndexBeginScan(ld->rel, idx, ledger_snapshot(ld), 2);
 	index_rescan(scan, skey, 2, NULL, 0);
@@ -349,12 +384,13 @@ store_values(TupleTableSlot *slot, Datum *values, bool *nulls)
  * Insert a new row unless the key exists, as INSERT ... ON CONFLICT DO
  * NOTHING does: check the primary key (waiting for an uncommitted insertion
  * of the same key), insert speculatively, and if a concurrent insertion won
- * the race after all, take ours back and look again.  True if our row went
- * in, at *tid; false if a committed row (or one of our own transaction) holds
- * the key, at *tid.
+ * the race after all, take ours back and look again.  KEY_ABSENT means our
+ * row went in, at *tid; KEY_PRESENT that a committed row (or one of our own
+ * transaction) holds the key, at *tid.  With nowait the check never waits:
+ * a row that another unfinished transaction writes gives KEY_BUSY instead.
  */
-bool
-LedgerDirectInsert(LedgerDirect *ld, Datum *values, bool *nulls,
+LedgerKeyState
+LedgerDirectInsert(LedgerDirect *ld, Datum *values, bool *nulls, bool nowait,
 				   ItemPointer tid)
 {
 	TupleTableSlot *slot = ld->wslot;
@@ -368,11 +404,21 @@ LedgerDirectInsert(LedgerDirect *ld, Datum *values, bool *nulls,
 
 		CHECK_FOR_INTERRUPTS();
 		store_values(slot, values, nulls);
-		if (!IdemCheckIndexConstraints(ld->rri, slot, ld->estate, &conflict_tid,
-									   ld->arbiters))
+		if (nowait)
+		{
+			LedgerKeyState state;
+
+			state = probe_key(ld->rel, ledger_pkey(ld),
+							  DatumGetTextPP(values[Anum_ledger_scope - 1]),
+							  DatumGetTextPP(values[Anum_ledger_key - 1]), tid);
+			if (state != KEY_ABSENT)
+				return state;
+		}
+		else if (!IdemCheckIndexConstraints(ld->rri, slot, ld->estate,
+											&conflict_tid, ld->arbiters))
 		{
 			ItemPointerCopy(&conflict_tid, tid);
-			return false;
+			return KEY_PRESENT;
 		}
 
 		token = SpeculativeInsertionLockAcquire(GetCurrentTransactionId());
@@ -388,7 +434,7 @@ LedgerDirectInsert(LedgerDirect *ld, Datum *values, bool *nulls,
 		{
 			ItemPointerCopy(&slot->tts_tid, tid);
 			CommandCounterIncrement();
-			return true;
+			return KEY_ABSENT;
 		}
 	}
 }
@@ -418,6 +464,9 @@ LedgerDirectUpdate(LedgerDirect *ld, ItemPointer tid, Datum *values, bool *nulls
 	heap_page_prune_opt(ld->rel, buf);
 	ReleaseBuffer(buf);
 
+	/* A publication that replicates updates needs a replica identity */
+	CheckCmdReplicaIdentity(ld->rel, CMD_UPDATE);
+
 	store_values(slot, values, nulls);
 	res = table_tuple_update(ld->rel, tid, slot, GetCurrentCommandId(true),
 							 ledger_snapshot(ld), InvalidSnapshot, true,
@@ -436,33 +485,21 @@ LedgerDirectUpdate(LedgerDirect *ld, ItemPointer tid, Datum *values, bool *nulls
 }
 
 /*
- * Probe the ledger's primary key with a dirty snapshot: true when another
- * transaction that has not finished yet inserted or is changing the row.
- * Used by begin with wait => false, which must not queue behind it.
+ * Probe the primary key idx of rel for (scope, key) with a dirty snapshot,
+ * which also sees what transactions still running have written: KEY_BUSY
+ * when another transaction that has not finished yet inserted, deletes or
+ * changes the row; KEY_PRESENT (the row at *tid) when a row holds the key
+ * and nobody else is changing it; KEY_ABSENT otherwise.  Never waits: it is
+ * how begin with wait => false avoids queueing behind a writer.
  */
-bool
-LedgerKeyBusy(Oid nspid, text *scope, text *key)
+static LedgerKeyState
+probe_key(Relation rel, Relation idx, text *scope, text *key, ItemPointer tid)
 {
-	Oid			relid = get_relname_relid(IDEM_LEDGER_NAME, nspid);
-	Relation	rel;
-	Relation	idx;
-	Oid			idxid;
 	SnapshotData dirty;
 	ScanKeyData skey[2];
 	IndexScanDesc scan;
 	TupleTableSlot *slot;
-	bool		busy = false;
-
-	/* A standby has no writers to wait for; the SQL path reports its errors */
-	if (RecoveryInProgress())
-		return false;
-	if (!OidIsValid(relid))
-		elog(ERROR, "ledger table of the idempotency extension is missing");
-	rel = table_open(relid, AccessShareLock);
-	idxid = IdemPrimaryKeyIndex(rel);
-	if (!OidIsValid(idxid))
-		elog(ERROR, "ledger table of the idempotency extension has no primary key");
-	idx = index_open(idxid, AccessShareLock);
+	LedgerKeyState state = KEY_ABSENT;
 
 	InitDirtySnapshot(dirty);
 	pkey_scan_keys(idx, scope, key, skey);
@@ -477,13 +514,43 @@ LedgerKeyBusy(Oid nspid, text *scope, text *key)
 		if (TransactionIdIsValid(xwait) &&
 			!TransactionIdIsCurrentTransactionId(xwait))
 		{
-			busy = true;
+			state = KEY_BUSY;
 			break;
 		}
+		state = KEY_PRESENT;
+		if (tid != NULL)
+			ItemPointerCopy(&slot->tts_tid, tid);
 	}
 	index_endscan(scan);
 	ExecDropSingleTupleTableSlot(slot);
+	return state;
+}
+
+/*
+ * The state of a key, for the SQL path of begin with wait => false (see
+ * probe_key).  Opens the ledger by itself.
+ */
+LedgerKeyState
+LedgerKeyProbe(Oid nspid, text *scope, text *key)
+{
+	Oid			relid = get_relname_relid(IDEM_LEDGER_NAME, nspid);
+	Relation	rel;
+	Relation	idx;
+	Oid			idxid;
+	LedgerKeyState state;
+
+	/* A standby has no writers to wait for; the SQL path reports its errors */
+	if (RecoveryInProgress())
+		return KEY_ABSENT;
+	if (!OidIsValid(relid))
+		elog(ERROR, "ledger table of the idempotency extension is missing");
+	rel = table_open(relid, AccessShareLock);
+	idxid = IdemPrimaryKeyIndex(rel);
+	if (!OidIsValid(idxid))
+		elog(ERROR, "ledger table of the idempotency extension has no primary key");
+	idx = index_open(idxid, AccessShareLock);
+	state = probe_key(rel, idx, scope, key, NULL);
 	index_close(idx, AccessShareLock);
 	table_close(rel, AccessShareLock);
-	return busy;
+	return state;
 }
