@@ -202,6 +202,12 @@ SET idempotency.max_lease = '0';
 SET idempotency.max_lease = '101 years';
 \echo :SQLSTATE
 
+-- idem_sweep, the owner's, removes expired keys of every scope
+SELECT count(*) AS keys FROM idem_ledger \gset
+SET idempotency.clock_offset = '3 days';
+SELECT idem_sweep() = :keys AS swept_every_scope;
+RESET idempotency.clock_offset;
+
 -- with enforcement off again, every role may use every scope
 RESET idempotency.enforce_scope_grants;
 SET ROLE regress_scope_a;
