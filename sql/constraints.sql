@@ -2,7 +2,7 @@
 -- NOT NULL added to the ledger sends calls through the SQL path, which
 -- raises the constraint's error; a publication that replicates updates
 -- needs a replica identity.
-CREATE EXTENSION IF NOT EXISTS idempotency;
+CREATE EXTENSION idempotency;
 \set VERBOSITY terse
 
 ALTER TABLE idem_ledger ADD CONSTRAINT key_short CHECK (length(key) <= 8);
@@ -55,4 +55,4 @@ SELECT (idem_finish('published', '{}')).outcome;
 COMMIT;
 DROP PUBLICATION idem_pub;
 
-TRUNCATE idem_ledger;
+DROP EXTENSION idempotency;
