@@ -1,6 +1,7 @@
 # Without preloading: idem_sweeper_start() and idem_sweeper_stop() run a
 # sweeper for the current database, refusing clearly where that cannot work;
-# the sweeper leaves on its own for DROP EXTENSION and DROP DATABASE.
+# the sweeper sweeps on after the extension's schema is renamed, and leaves
+# on its own for DROP EXTENSION and DROP DATABASE.
 use strict;
 use warnings;
 
@@ -95,6 +96,35 @@ $node->poll_query_until('app',
   or die 'no second pass';
 is($node->safe_psql('app', 'SELECT pid FROM idem_sweeper_status()'),
     $pid, 'the sweeper runs a pass every interval, in the same process');
+
+# ALTER SCHEMA ... RENAME of the extension's schema: the sweeper prepared
+# its statements under the old name, and sweeps on under the new one
+$node->safe_psql('postgres', 'CREATE DATABASE moved');
+$node->safe_psql('moved',
+    'CREATE SCHEMA idem; CREATE EXTENSION idempotency SCHEMA idem');
+my $moved_pid = $node->safe_psql('moved', 'SELECT idem.idem_sweeper_start()');
+$node->safe_psql('moved',
+    "SELECT count(*) FROM generate_series(1, 100) g WHERE idem.idem_once('m' || g, ttl => '1 hour')");
+expire_all();
+$node->poll_query_until('moved', 'SELECT count(*) = 0 FROM idem.idem_ledger')
+  or die 'not swept before the rename';
+$node->safe_psql('moved', 'ALTER SCHEMA idem RENAME TO idem_renamed');
+$node->safe_psql('moved',
+    "SELECT count(*) FROM generate_series(1, 100) g WHERE idem_renamed.idem_once('r' || g, ttl => '1 hour')");
+expire_all();
+$node->poll_query_until('moved',
+    'SELECT count(*) = 0 OR (SELECT last_error IS NOT NULL FROM idem_renamed.idem_sweeper_status() '
+      . 'WHERE datname = current_database()) FROM idem_renamed.idem_ledger')
+  or die 'not swept after the rename';
+is( $node->safe_psql(
+        'moved',
+        'SELECT pid, last_error, (SELECT count(*) FROM idem_renamed.idem_ledger) '
+          . 'FROM idem_renamed.idem_sweeper_status() WHERE datname = current_database()'),
+    "$moved_pid||0",
+    'a sweeper goes on sweeping after its schema is renamed');
+is($node->safe_psql('moved', 'SELECT idem_renamed.idem_sweeper_stop()'),
+    't', 'and stops as usual');
+$node->safe_psql('postgres', 'DROP DATABASE moved');
 
 # Stop: it is gone when the function returns; a second stop finds nothing
 is($node->safe_psql('app', 'SELECT idem_sweeper_stop()'),
