@@ -59,6 +59,8 @@
  */
 #include "postgres.h"
 
+#include <signal.h>
+
 #include "access/heapam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
@@ -708,6 +710,14 @@ IdemLauncherMain(Datum main_arg)
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
+
+	/*
+	 * The launcher runs no statement that a cancel (pg_cancel_backend) could
+	 * end.  Raised as an error it would end the launcher, and its exit would
+	 * stop every running sweeper: ignore it, as background workers without a
+	 * database connection do.
+	 */
+	pqsignal(SIGINT, SIG_IGN);
 	BackgroundWorkerUnblockSignals();
 
 	/* No database: pg_database is a shared catalog */

@@ -31,7 +31,10 @@
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "idempotency.h"
@@ -126,10 +129,21 @@ static const char *count_expired_sql =
 "SELECT pg_catalog.count(*) FROM ONLY %s"
 " WHERE expires_at OPERATOR(pg_catalog.<=) $1";
 
-/* Kept plans, valid for the extension schema in plans_nspid */
+/*
+ * Kept plans, valid for the extension schema nspid, whose name is written
+ * into their text.  A change to that schema's row in pg_namespace (ALTER
+ * SCHEMA ... RENAME; a schema dropped and its OID given to another) would
+ * leave them naming a schema that is not there: the plan cache re-analyses
+ * a kept plan from its text after any such change.  So the change marks
+ * them, and the next call compares the schema's name with the one they were
+ * prepared with, preparing them afresh when it differs.
+ */
 typedef struct LedgerPlans
 {
 	Oid			nspid;
+	NameData	nspname;		/* the name written into the statements */
+	uint32		nsphash;		/* hash of nspid in the pg_namespace cache */
+	bool		recheck;		/* pg_namespace changed: check nspname */
 	SPIPlanPtr	insert;
 	SPIPlanPtr	select;
 	SPIPlanPtr	lock;
@@ -142,6 +156,45 @@ typedef struct LedgerPlans
 } LedgerPlans;
 
 static LedgerPlans plans = {InvalidOid};
+
+/*
+ * Plans replaced during a transaction, freed when it ends: a call further up
+ * the stack (a trigger on the ledger calling the API) may still be running
+ * one of them.
+ */
+static List *retired_plans = NIL;
+
+/* Mark the kept plans for a check when their schema's row may have changed */
+static void
+ledger_plans_invalidate(Datum arg, int cacheid, uint32 hashvalue)
+{
+	/* hashvalue 0: the whole cache was reset */
+	if (hashvalue == 0 || hashvalue == plans.nsphash)
+		plans.recheck = true;
+}
+
+/* At the end of a transaction, free the plans it replaced */
+static void
+ledger_plans_free_retired(XactEvent event, void *arg)
+{
+	ListCell   *lc;
+
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			foreach(lc, retired_plans)
+				SPI_freeplan((SPIPlanPtr) lfirst(lc));
+			list_free(retired_plans);
+			retired_plans = NIL;
+			break;
+		default:
+			break;
+	}
+}
 
 /*
  * Prepare one statement on the ledger and keep it for the backend's life.
@@ -162,12 +215,13 @@ prepare_kept(const char *fmt, const char *ledger, int nargs, Oid *argtypes)
 }
 
 /*
- * Make sure the kept plans refer to the ledger in schema nspid.  Must be
- * called with SPI connected.
+ * Make sure the kept plans refer to the ledger in schema nspid, under the
+ * name the schema has now.  Must be called with SPI connected.
  */
 static void
 ledger_prepare(Oid nspid)
 {
+	static bool callbacks_registered = false;
 	char	   *nspname;
 	char	   *ledger;
 	Oid			key_args[2] = {TEXTOID, TEXTOID};
@@ -180,27 +234,45 @@ ledger_prepare(Oid nspid)
 	SPIPlanPtr *all[] = {&plans.insert, &plans.select, &plans.lock,
 		&plans.lock_skip, &plans.replace, &plans.finish, &plans.release,
 	&plans.sweep, &plans.count_expired};
+	MemoryContext oldcxt;
 
-	if (plans.nspid == nspid && OidIsValid(nspid))
+	if (plans.nspid == nspid && OidIsValid(nspid) && !plans.recheck)
 		return;
 
-	/* A different schema: let go of the old plans first */
+	if (!callbacks_registered)
+	{
+		CacheRegisterSyscacheCallback(NAMESPACEOID, ledger_plans_invalidate,
+									  (Datum) 0);
+		RegisterXactCallback(ledger_plans_free_retired, NULL);
+		callbacks_registered = true;
+	}
+
+	/* A change from now on, even during the look-up, marks the plans again */
+	plans.recheck = false;
+	plans.nsphash = GetSysCacheHashValue1(NAMESPACEOID, ObjectIdGetDatum(nspid));
+	nspname = get_namespace_name(nspid);
+	if (nspname == NULL)
+		elog(ERROR, "schema with OID %u does not exist", nspid);
+	if (plans.nspid == nspid && OidIsValid(nspid) &&
+		strcmp(nspname, NameStr(plans.nspname)) == 0)
+		return;
+
+	/* A different or renamed schema: retire the old plans first */
+	oldcxt = MemoryContextSwitchTo(TopMemoryContext);
 	for (int i = 0; i < lengthof(all); i++)
 	{
 		if (*all[i] != NULL)
 		{
-			SPI_freeplan(*all[i]);
+			retired_plans = lappend(retired_plans, *all[i]);
 			*all[i] = NULL;
 		}
 	}
+	MemoryContextSwitchTo(oldcxt);
 	plans.nspid = InvalidOid;
 
 	for (int i = 0; i < Natts_ledger; i++)
 		row_args[i] = LedgerColumns[i].type;
 
-	nspname = get_namespace_name(nspid);
-	if (nspname == NULL)
-		elog(ERROR, "schema with OID %u does not exist", nspid);
 	ledger = psprintf("%s.%s", quote_identifier(nspname),
 					  quote_identifier(IDEM_LEDGER_NAME));
 
@@ -213,6 +285,7 @@ ledger_prepare(Oid nspid)
 	plans.release = prepare_kept(release_sql, ledger, 4, release_args);
 	plans.sweep = prepare_kept(sweep_sql, ledger, 3, sweep_args);
 	plans.count_expired = prepare_kept(count_expired_sql, ledger, 1, count_args);
+	namestrcpy(&plans.nspname, nspname);
 	plans.nspid = nspid;
 	pfree(ledger);
 }

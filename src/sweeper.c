@@ -409,6 +409,27 @@ report_progress(int64 removed)
 }
 
 /*
+ * CHECK_FOR_INTERRUPTS for where the sweeper runs no statement: at start,
+ * between batches, between passes.  A cancel (pg_cancel_backend) ends the
+ * statement at work, and a batch or the vacuum catches it and ends the pass.
+ * Out here there is nothing to cancel, and raised as an error it would end
+ * the process with code 1: a sweeper of idem_sweeper_start would be gone
+ * for good, one of the launcher's would count as failed.  So the cancel is
+ * taken off here and returned: between batches it ends the pass as a cancel
+ * during a batch does; between passes it is dropped, as an idle backend
+ * drops it.
+ */
+static bool
+sweeper_take_cancel(void)
+{
+	bool		canceled = QueryCancelPending;
+
+	QueryCancelPending = false;
+	CHECK_FOR_INTERRUPTS();
+	return canceled;
+}
+
+/*
  * Delete one batch in a transaction of its own.  Returns false when the
  * extension is gone or busy, with *end saying which.
  */
@@ -619,7 +640,11 @@ sweep_pass(void)
 		long		secs;
 		int			usecs;
 
-		CHECK_FOR_INTERRUPTS();
+		if (sweeper_take_cancel())
+		{
+			end = PASS_CANCELED;
+			break;
+		}
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;
@@ -873,7 +898,8 @@ sweeper_dynamic_loop(void)
 		{
 			long		wait_ms;
 
-			CHECK_FOR_INTERRUPTS();
+			/* A cancel between passes has no pass to end */
+			(void) sweeper_take_cancel();
 			if (ConfigReloadPending)
 			{
 				ConfigReloadPending = false;
@@ -925,6 +951,12 @@ IdemSweeperMain(Datum main_arg)
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
+
+	/*
+	 * A cancel before the first pass waits for it (sweeper_take_cancel):
+	 * raised while connecting, it would end the process.
+	 */
+	HOLD_CANCEL_INTERRUPTS();
 	BackgroundWorkerUnblockSignals();
 
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
@@ -952,6 +984,8 @@ IdemSweeperMain(Datum main_arg)
 			IdemLauncherReport(sweeper.run, IDEM_PASS_YIELDED);
 		proc_exit(0);
 	}
+
+	RESUME_CANCEL_INTERRUPTS();
 
 	if (sweeper.run < 0)
 		sweeper_dynamic_loop();

@@ -1,5 +1,6 @@
-# The launcher and its sweepers stop promptly on SIGTERM and come back; after
-# a crash the server restarts them; DROP DATABASE and CREATE DATABASE ...
+# The launcher and its sweepers stop promptly on SIGTERM and come back; a
+# cancel ends a sweeper's pass and leaves the launcher alone; after a crash
+# the server restarts them; DROP DATABASE and CREATE DATABASE ...
 # TEMPLATE succeed while a sweeper is at work in the database.
 use strict;
 use warnings;
@@ -119,6 +120,41 @@ set_batch_size(10000);
 $node->poll_query_until('app', 'SELECT count(*) = 0 FROM idem_ledger')
   or die 'not swept after SIGTERM';
 pass('which finishes the job');
+
+# pg_cancel_backend to the launcher: it runs no statement to cancel, so it
+# stays (its exit would stop the sweepers and lose the schedule)
+my $cancel_offset = -s $node->logfile;
+my $launcher = launcher_pid();
+$node->safe_psql('postgres', "SELECT pg_cancel_backend($launcher)");
+
+# pg_cancel_backend to a sweeper at work, again and again: each cancel ends
+# that sweeper's pass, wherever it lands, in a batch or between two, and the
+# launcher runs another that goes on
+$pid = slow_pass('app');
+my @canceled;
+for my $round (1 .. 8)
+{
+    push @canceled, $pid;
+    $node->safe_psql('postgres', "SELECT pg_cancel_backend($pid)");
+    sweeper_gone($pid) or die "the sweeper went on after cancel $round";
+    last if $round == 8;
+    my $others = 'pid NOT IN (' . join(', ', @canceled) . ')';
+    $node->poll_query_until('postgres',
+        "SELECT count(*) = 1 FROM pg_stat_activity "
+          . "WHERE backend_type = 'idempotency sweeper' AND datname = 'app' AND $others "
+          . "AND (regexp_match(query, '([0-9]+) removed'))[1]::int > 0")
+      or die "no sweeper at work after cancel $round";
+    $pid = $node->safe_psql('postgres',
+        "SELECT pid FROM pg_stat_activity "
+          . "WHERE backend_type = 'idempotency sweeper' AND datname = 'app' AND $others");
+}
+set_batch_size(10000);
+$node->poll_query_until('app', 'SELECT count(*) = 0 FROM idem_ledger')
+  or die 'not swept after the cancels';
+pass('after cancels the launcher runs new sweepers that finish the job');
+is(launcher_pid(), $launcher, 'a cancel leaves the launcher running, in the same process');
+ok(!$node->log_contains(qr/exited with exit code 1/, $cancel_offset),
+    'no launcher or sweeper exited with an error on a cancel');
 
 # A crash: the postmaster restarts everything, the launcher sweeps again
 $pid = slow_pass('app');

@@ -1,6 +1,8 @@
 # Without preloading: idem_sweeper_start() and idem_sweeper_stop() run a
 # sweeper for the current database, refusing clearly where that cannot work;
-# the sweeper leaves on its own for DROP EXTENSION and DROP DATABASE.
+# the sweeper sweeps on after a cancel between passes and after the
+# extension's schema is renamed, and leaves on its own for DROP EXTENSION and
+# DROP DATABASE.
 use strict;
 use warnings;
 
@@ -96,6 +98,69 @@ $node->poll_query_until('app',
 is($node->safe_psql('app', 'SELECT pid FROM idem_sweeper_status()'),
     $pid, 'the sweeper runs a pass every interval, in the same process');
 
+# pg_cancel_backend while it waits between passes: there is no pass to
+# cancel, so it stays, in the same process, and sweeps on.  (A cancel during
+# a pass ends that pass only.)  Three times, each after a pass.
+my $log_offset = -s $node->logfile;
+for my $round (1 .. 3)
+{
+    $node->poll_query_until('app',
+        "SELECT state = 'idle' FROM idem_sweeper_status()")
+      or die 'the sweeper is not idle';
+    $finished = $node->safe_psql('app',
+        'SELECT last_pass_finished FROM idem_sweeper_status()');
+    $node->safe_psql('postgres', "SELECT pg_cancel_backend($pid)");
+    $node->poll_query_until('app',
+        "SELECT last_pass_finished > '$finished' OR state = 'stopped' "
+          . 'FROM idem_sweeper_status()')
+      or die "no pass after cancel $round";
+    last if $node->safe_psql('app', 'SELECT state FROM idem_sweeper_status()') eq 'stopped';
+}
+is( $node->safe_psql(
+        'app', "SELECT pid, state <> 'stopped', last_error IS NULL FROM idem_sweeper_status()"),
+    "$pid|t|t",
+    'a cancel between passes leaves the sweeper running, in the same process');
+fill('app', 100, 'c');
+expire_all();
+$node->poll_query_until('app',
+    "SELECT count(*) = 0 OR (SELECT state = 'stopped' FROM idem_sweeper_status()) "
+      . 'FROM idem_ledger')
+  or die 'not swept after the cancels';
+is( $node->safe_psql(
+        'app', 'SELECT pid, (SELECT count(*) FROM idem_ledger) FROM idem_sweeper_status()'),
+    "$pid|0", 'and it still sweeps');
+ok(!$node->log_contains(qr/exited with exit code 1/, $log_offset),
+    'no sweeper exited with an error');
+
+# ALTER SCHEMA ... RENAME of the extension's schema: the sweeper prepared
+# its statements under the old name, and sweeps on under the new one
+$node->safe_psql('postgres', 'CREATE DATABASE moved');
+$node->safe_psql('moved',
+    'CREATE SCHEMA idem; CREATE EXTENSION idempotency SCHEMA idem');
+my $moved_pid = $node->safe_psql('moved', 'SELECT idem.idem_sweeper_start()');
+$node->safe_psql('moved',
+    "SELECT count(*) FROM generate_series(1, 100) g WHERE idem.idem_once('m' || g, ttl => '1 hour')");
+expire_all();
+$node->poll_query_until('moved', 'SELECT count(*) = 0 FROM idem.idem_ledger')
+  or die 'not swept before the rename';
+$node->safe_psql('moved', 'ALTER SCHEMA idem RENAME TO idem_renamed');
+$node->safe_psql('moved',
+    "SELECT count(*) FROM generate_series(1, 100) g WHERE idem_renamed.idem_once('r' || g, ttl => '1 hour')");
+expire_all();
+$node->poll_query_until('moved',
+    'SELECT count(*) = 0 OR (SELECT last_error IS NOT NULL FROM idem_renamed.idem_sweeper_status() '
+      . 'WHERE datname = current_database()) FROM idem_renamed.idem_ledger')
+  or die 'not swept after the rename';
+is( $node->safe_psql(
+        'moved',
+        'SELECT pid, last_error, (SELECT count(*) FROM idem_renamed.idem_ledger) '
+          . 'FROM idem_renamed.idem_sweeper_status() WHERE datname = current_database()'),
+    "$moved_pid||0",
+    'a sweeper goes on sweeping after its schema is renamed');
+is($node->safe_psql('moved', 'SELECT idem_renamed.idem_sweeper_stop()'),
+    't', 'and stops as usual');
+$node->safe_psql('postgres', 'DROP DATABASE moved');
+
 # Stop: it is gone when the function returns; a second stop finds nothing
 is($node->safe_psql('app', 'SELECT idem_sweeper_stop()'),
     't', 'idem_sweeper_stop stops it');
@@ -146,7 +211,7 @@ $node->poll_query_until('app',
     "SELECT current_setting('idempotency.sweep_interval') = '1s'");
 
 # DROP EXTENSION: the sweeper notices at its next pass and exits quietly
-my $log_offset = -s $node->logfile;
+$log_offset = -s $node->logfile;
 $pid = $node->safe_psql('app', 'SELECT idem_sweeper_start()');
 $node->safe_psql('app', 'DROP EXTENSION idempotency');
 $node->poll_query_until('postgres',
