@@ -60,10 +60,6 @@ extern TimestampTz IdemTimestampPlus(TimestampTz ts, const Interval *span);
 extern void IdemFingerprint(Jsonb *request, uint8 *out);
 extern char *IdemCanonicalText(Jsonb *doc);
 
-/* ledger.c: all access to the ledger */
-extern uint64 LedgerSweepBatch(Oid nspid, int batch_size, ItemPointer cursor,
-							   bool *reached_end);
-extern int64 LedgerCountExpired(Oid nspid);
 
 /* sweeper.c / launcher.c: background workers */
 

@@ -53,27 +53,11 @@
 #include "utils/snapmgr.h"
 
 #include "compat.h"
-#include "idempotency.h"
-#include "ledger.h"
+#include "ledger_direct.h"
 
 static void open_executor(LedgerDirect *ld, bool speculative);
 static LedgerKeyState probe_key(Relation rel, Relation idx, text *scope,
 								text *key, ItemPointer tid);
-
-/* The ledger's columns, as the install script creates them */
-const LedgerColumn LedgerColumns[Natts_ledger] =
-{
-	{"created_at", TIMESTAMPTZOID, true},
-	{"expires_at", TIMESTAMPTZOID, true},
-	{"lease_until", TIMESTAMPTZOID, false},
-	{"status", INT4OID, false},
-	{"attempt", INT4OID, true},
-	{"scope", TEXTOID, true},
-	{"key", TEXTOID, true},
-	{"state", TEXTOID, true},
-	{"response", JSONBOID, false},
-	{"fingerprint", BYTEAOID, false},
-};
 
 /*
  * True when the ledger still has exactly the install script's columns and
@@ -185,6 +169,17 @@ ledger_snapshot(LedgerDirect *ld)
 	if (ld->snapshot == NULL)
 		ld->snapshot = RegisterSnapshot(GetLatestSnapshot());
 	return ld->snapshot;
+}
+
+/*
+ * The storage the ledger's row positions point into now: a rewrite
+ * (TRUNCATE, ALTER TABLE ... SET LOGGED) gives it new storage, and a
+ * position remembered from before means nothing there.
+ */
+Oid
+LedgerDirectStorage(LedgerDirect *ld)
+{
+	return ld->rel->rd_rel->relfilenode;
 }
 
 /* Release what LedgerDirectOpen took; the lock is kept to transaction end */

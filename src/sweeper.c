@@ -79,6 +79,7 @@
 
 #include "compat.h"
 #include "idempotency.h"
+#include "ledger.h"
 
 PG_FUNCTION_INFO_V1(idem_sweeper_start);
 PG_FUNCTION_INFO_V1(idem_sweeper_stop);

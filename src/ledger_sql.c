@@ -1,0 +1,440 @@
+/*-------------------------------------------------------------------------
+ *
+ * ledger_sql.c
+ *	  The ledger through SQL: kept SPI plans for the statements that the
+ *	  fast path does not serve.
+ *
+ * Every statement is prepared once per backend (and per extension schema)
+ * with SPI_prepare + SPI_keepplan, schema-qualified, with qualified
+ * operators, and says ONLY: a table that inherits from the ledger is not
+ * part of it.  Concurrent duplicates are arbitrated by the ledger's primary
+ * key through INSERT ... ON CONFLICT DO NOTHING: a duplicate of an
+ * uncommitted insertion waits for its transaction inside the speculative
+ * insertion, then sees the committed row (or inserts its own if the first
+ * one aborted).  What a row may become is decided in ledger.c; this file
+ * only reads, locks, inserts, replaces and sweeps rows.
+ *
+ * src/ledger_sql.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/syscache.h"
+#include "utils/timestamp.h"
+
+#include "ledger_sql.h"
+
+/*
+ * Statements, with %s standing for the schema-qualified ledger.  Operators
+ * are qualified too, so no search_path can change what they mean.
+ */
+/* Both take the ledger's columns in table order as $1 ... $10 */
+static const char *insert_sql =
+"INSERT INTO %s AS l (created_at, expires_at, lease_until, status, attempt,"
+"                     scope, key, state, response, fingerprint)"
+" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+" ON CONFLICT (scope, key) DO NOTHING"
+" RETURNING l.attempt";
+
+/* A takeover keeps the row's birth when $1 is NULL */
+static const char *replace_sql =
+"UPDATE ONLY %s SET created_at = COALESCE($1, created_at), expires_at = $2,"
+"       lease_until = $3, status = $4, attempt = $5, state = $8,"
+"       response = $9, fingerprint = $10"
+" WHERE scope OPERATOR(pg_catalog.=) $6 AND key OPERATOR(pg_catalog.=) $7";
+
+#define LEDGER_ROW_COLUMNS \
+	"state, status, response, attempt, fingerprint, created_at, expires_at," \
+	" lease_until, xmin"
+
+static const char *select_sql =
+"SELECT " LEDGER_ROW_COLUMNS " FROM ONLY %s"
+" WHERE scope OPERATOR(pg_catalog.=) $1 AND key OPERATOR(pg_catalog.=) $2";
+
+static const char *lock_sql =
+"SELECT " LEDGER_ROW_COLUMNS " FROM ONLY %s"
+" WHERE scope OPERATOR(pg_catalog.=) $1 AND key OPERATOR(pg_catalog.=) $2"
+" FOR UPDATE";
+
+static const char *lock_skip_sql =
+"SELECT " LEDGER_ROW_COLUMNS " FROM ONLY %s"
+" WHERE scope OPERATOR(pg_catalog.=) $1 AND key OPERATOR(pg_catalog.=) $2"
+" FOR UPDATE SKIP LOCKED";
+
+static const char *sweep_sql =
+"DELETE FROM ONLY %s WHERE ctid OPERATOR(pg_catalog.=) ANY (ARRAY("
+"  SELECT ctid FROM ONLY %s"
+"   WHERE ctid OPERATOR(pg_catalog.>) $1"
+"     AND expires_at OPERATOR(pg_catalog.<=) $2"
+"   LIMIT $3 FOR UPDATE SKIP LOCKED))"
+" RETURNING ctid";
+
+static const char *count_expired_sql =
+"SELECT pg_catalog.count(*) FROM ONLY %s"
+" WHERE expires_at OPERATOR(pg_catalog.<=) $1";
+
+/*
+ * Kept plans, valid for the extension schema nspid, whose name is written
+ * into their text.  A change to that schema's row in pg_namespace (ALTER
+ * SCHEMA ... RENAME; a schema dropped and its OID given to another) would
+ * leave them naming a schema that is not there: the plan cache re-analyses
+ * a kept plan from its text after any such change.  So the change marks
+ * them, and the next call compares the schema's name with the one they were
+ * prepared with, preparing them afresh when it differs.
+ */
+typedef struct LedgerPlans
+{
+	Oid			nspid;
+	NameData	nspname;		/* the name written into the statements */
+	uint32		nsphash;		/* hash of nspid in the pg_namespace cache */
+	bool		recheck;		/* pg_namespace changed: check nspname */
+	SPIPlanPtr	insert;
+	SPIPlanPtr	select;
+	SPIPlanPtr	lock;
+	SPIPlanPtr	lock_skip;
+	SPIPlanPtr	replace;
+	SPIPlanPtr	sweep;
+	SPIPlanPtr	count_expired;
+} LedgerPlans;
+
+static LedgerPlans plans = {InvalidOid};
+
+/*
+ * Plans replaced during a transaction, freed when it ends: a call further up
+ * the stack (a trigger on the ledger calling the API) may still be running
+ * one of them.
+ */
+static List *retired_plans = NIL;
+
+/* Mark the kept plans for a check when their schema's row may have changed */
+static void
+ledger_plans_invalidate(Datum arg, int cacheid, uint32 hashvalue)
+{
+	/* hashvalue 0: the whole cache was reset */
+	if (hashvalue == 0 || hashvalue == plans.nsphash)
+		plans.recheck = true;
+}
+
+/* At the end of a transaction, free the plans it replaced */
+static void
+ledger_plans_free_retired(XactEvent event, void *arg)
+{
+	ListCell   *lc;
+
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			foreach(lc, retired_plans)
+				SPI_freeplan((SPIPlanPtr) lfirst(lc));
+			list_free(retired_plans);
+			retired_plans = NIL;
+			break;
+		default:
+			break;
+	}
+}
+
+/*
+ * Prepare one statement on the ledger and keep it for the backend's life.
+ */
+static SPIPlanPtr
+prepare_kept(const char *fmt, const char *ledger, int nargs, Oid *argtypes)
+{
+	char	   *sql = psprintf(fmt, ledger, ledger);
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed for \"%s\": %s",
+			 sql, SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "SPI_keepplan failed");
+	pfree(sql);
+	return plan;
+}
+
+/*
+ * Make sure the kept plans refer to the ledger in schema nspid, under the
+ * name the schema has now.  Must be called with SPI connected.
+ */
+static void
+ledger_prepare(Oid nspid)
+{
+	static bool callbacks_registered = false;
+	char	   *nspname;
+	char	   *ledger;
+	Oid			key_args[2] = {TEXTOID, TEXTOID};
+	Oid			row_args[Natts_ledger];
+	Oid			sweep_args[3] = {TIDOID, TIMESTAMPTZOID, INT4OID};
+	Oid			count_args[1] = {TIMESTAMPTZOID};
+	SPIPlanPtr *all[] = {&plans.insert, &plans.select, &plans.lock,
+		&plans.lock_skip, &plans.replace, &plans.sweep, &plans.count_expired};
+	MemoryContext oldcxt;
+
+	if (plans.nspid == nspid && OidIsValid(nspid) && !plans.recheck)
+		return;
+
+	if (!callbacks_registered)
+	{
+		CacheRegisterSyscacheCallback(NAMESPACEOID, ledger_plans_invalidate,
+									  (Datum) 0);
+		RegisterXactCallback(ledger_plans_free_retired, NULL);
+		callbacks_registered = true;
+	}
+
+	/* A change from now on, even during the look-up, marks the plans again */
+	plans.recheck = false;
+	plans.nsphash = GetSysCacheHashValue1(NAMESPACEOID, ObjectIdGetDatum(nspid));
+	nspname = get_namespace_name(nspid);
+	if (nspname == NULL)
+		elog(ERROR, "schema with OID %u does not exist", nspid);
+	if (plans.nspid == nspid && OidIsValid(nspid) &&
+		strcmp(nspname, NameStr(plans.nspname)) == 0)
+		return;
+
+	/* A different or renamed schema: retire the old plans first */
+	oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+	for (int i = 0; i < lengthof(all); i++)
+	{
+		if (*all[i] != NULL)
+		{
+			retired_plans = lappend(retired_plans, *all[i]);
+			*all[i] = NULL;
+		}
+	}
+	MemoryContextSwitchTo(oldcxt);
+	plans.nspid = InvalidOid;
+
+	for (int i = 0; i < Natts_ledger; i++)
+		row_args[i] = LedgerColumns[i].type;
+
+	ledger = psprintf("%s.%s", quote_identifier(nspname),
+					  quote_identifier(IDEM_LEDGER_NAME));
+
+	plans.insert = prepare_kept(insert_sql, ledger, Natts_ledger, row_args);
+	plans.select = prepare_kept(select_sql, ledger, 2, key_args);
+	plans.lock = prepare_kept(lock_sql, ledger, 2, key_args);
+	plans.lock_skip = prepare_kept(lock_skip_sql, ledger, 2, key_args);
+	plans.replace = prepare_kept(replace_sql, ledger, Natts_ledger, row_args);
+	plans.sweep = prepare_kept(sweep_sql, ledger, 3, sweep_args);
+	plans.count_expired = prepare_kept(count_expired_sql, ledger, 1, count_args);
+	namestrcpy(&plans.nspname, nspname);
+	plans.nspid = nspid;
+	pfree(ledger);
+}
+
+/*
+ * Connect to SPI with search_path set to "pg_catalog, pg_temp" in a GUC nest
+ * level of its own, as PostgreSQL's maintenance commands restrict it, so that
+ * no caller's search_path can change what a statement means (the statements
+ * are schema-qualified anyway), and make sure the kept plans name the ledger
+ * of schema nspid.  Returns the nest level for LedgerSqlDisconnect; an error
+ * unwinds both at (sub)transaction abort.
+ */
+int
+LedgerSqlConnect(Oid nspid)
+{
+	int			rc = SPI_connect();
+	int			nestlevel;
+
+	if (rc != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed: %s", SPI_result_code_string(rc));
+	nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
+	if (OidIsValid(nspid))
+		ledger_prepare(nspid);
+	return nestlevel;
+}
+
+/* Undo LedgerSqlConnect */
+void
+LedgerSqlDisconnect(int nestlevel)
+{
+	int			rc;
+
+	AtEOXact_GUC(false, nestlevel);
+	rc = SPI_finish();
+	if (rc != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed: %s", SPI_result_code_string(rc));
+}
+
+/* Read the current row of SPI_tuptable into *row */
+static void
+read_row(LedgerRow *row)
+{
+	HeapTuple	tup = SPI_tuptable->vals[0];
+	TupleDesc	desc = SPI_tuptable->tupdesc;
+	bool		isnull;
+	Datum		d;
+
+	d = SPI_getbinval(tup, desc, 1, &isnull);
+	if (isnull)
+		LedgerRowDamaged("state");
+	row->is_completed = (strcmp(TextDatumGetCString(d), "completed") == 0);
+	d = SPI_getbinval(tup, desc, 2, &row->status_null);
+	row->status = row->status_null ? 0 : DatumGetInt32(d);
+	row->response = SPI_getbinval(tup, desc, 3, &row->response_null);
+	d = SPI_getbinval(tup, desc, 4, &isnull);
+	if (isnull)
+		LedgerRowDamaged("attempt");
+	row->attempt = DatumGetInt32(d);
+	d = SPI_getbinval(tup, desc, 5, &isnull);
+	LedgerRowSetFingerprint(row, d, isnull);
+	d = SPI_getbinval(tup, desc, 6, &isnull);
+	if (isnull)
+		LedgerRowDamaged("created_at");
+	row->created_at = DatumGetTimestampTz(d);
+	d = SPI_getbinval(tup, desc, 7, &isnull);
+	if (isnull)
+		LedgerRowDamaged("expires_at");
+	row->expires_at = DatumGetTimestampTz(d);
+	d = SPI_getbinval(tup, desc, 8, &row->lease_null);
+	row->lease_until = row->lease_null ? 0 : DatumGetTimestampTz(d);
+	d = SPI_getbinval(tup, desc, 9, &isnull);
+	row->mine = TransactionIdIsCurrentTransactionId(DatumGetTransactionId(d));
+}
+
+/*
+ * Read the row of (scope, key): as the statement's snapshot sees it, or
+ * locked (waiting for a transaction that holds it, or, with
+ * LEDGER_LOCK_SKIP, passing it by).  True if a row was found.  The response
+ * is valid until LedgerSqlDisconnect.
+ */
+bool
+LedgerSqlFetch(text *scope, text *key, LedgerLock lock, LedgerRow *row)
+{
+	Datum		values[2] = {PointerGetDatum(scope), PointerGetDatum(key)};
+	SPIPlanPtr	plan = lock == LEDGER_LOCK ? plans.lock :
+		lock == LEDGER_LOCK_SKIP ? plans.lock_skip : plans.select;
+	int			rc;
+
+	rc = SPI_execute_plan(plan, values, NULL, false, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed == 0)
+		return false;
+	read_row(row);
+	return true;
+}
+
+/* Run a kept statement with the ledger's columns as parameters */
+static int
+execute_row(SPIPlanPtr plan, Datum *values, bool *nulls)
+{
+	char		flags[Natts_ledger];
+
+	for (int i = 0; i < Natts_ledger; i++)
+		flags[i] = nulls[i] ? 'n' : ' ';
+	return SPI_execute_plan(plan, values, flags, false, 1);
+}
+
+/*
+ * Insert a new row unless the key exists.  Waits behind an uncommitted
+ * insertion of the same key (the primary key decides).  True if ours went in.
+ */
+bool
+LedgerSqlInsert(Datum *values, bool *nulls)
+{
+	int			rc = execute_row(plans.insert, values, nulls);
+
+	if (rc != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
+	return SPI_processed == 1;
+}
+
+/*
+ * Give the row of the key in values every column of values; a NULL
+ * created_at keeps the row's.  The caller holds the row's lock.
+ */
+void
+LedgerSqlReplace(Datum *values, bool *nulls)
+{
+	int			rc = execute_row(plans.replace, values, nulls);
+
+	if (rc != SPI_OK_UPDATE)
+		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed != 1)
+		elog(ERROR, "locked ledger row vanished");
+}
+
+/*
+ * Delete up to batch_size rows expired at now whose ctid follows *cursor,
+ * never waiting on a row a foreground caller holds.  Advances *cursor to the
+ * last row deleted; returns how many were.
+ */
+uint64
+LedgerSqlSweep(ItemPointer cursor, TimestampTz now, int batch_size)
+{
+	Datum		values[3];
+	int			rc;
+	uint64		deleted;
+
+	values[0] = PointerGetDatum(cursor);
+	values[1] = TimestampTzGetDatum(now);
+	values[2] = Int32GetDatum(batch_size);
+	rc = SPI_execute_plan(plans.sweep, values, NULL, false, 0);
+	if (rc != SPI_OK_DELETE_RETURNING)
+		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
+	deleted = SPI_processed;
+	for (uint64 i = 0; i < deleted; i++)
+	{
+		bool		isnull;
+		ItemPointer tid = (ItemPointer) DatumGetPointer(SPI_getbinval(SPI_tuptable->vals[i],
+															SPI_tuptable->tupdesc,
+															1, &isnull));
+
+		if (ItemPointerCompare(tid, cursor) > 0)
+			ItemPointerCopy(tid, cursor);
+	}
+	return deleted;
+}
+
+/* Number of rows expired at now */
+int64
+LedgerSqlCountExpired(TimestampTz now)
+{
+	Datum		values[1];
+	int			rc;
+	bool		isnull;
+
+	values[0] = TimestampTzGetDatum(now);
+	rc = SPI_execute_plan(plans.count_expired, values, NULL, true, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+									   SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/*
+ * Make the ledger of schema nspid a logged or an UNLOGGED table.  ALTER
+ * TABLE rewrites it under an exclusive lock; the caller must own it.
+ */
+void
+LedgerSqlSetLogged(Oid nspid, bool logged)
+{
+	char	   *sql;
+	int			rc;
+
+	sql = psprintf("ALTER TABLE %s.%s SET %s",
+				   quote_identifier(get_namespace_name(nspid)),
+				   quote_identifier(IDEM_LEDGER_NAME),
+				   logged ? "LOGGED" : "UNLOGGED");
+	rc = SPI_execute(sql, false, 0);
+	if (rc != SPI_OK_UTILITY)
+		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(rc));
+	pfree(sql);
+}
