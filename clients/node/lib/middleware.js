@@ -231,20 +231,39 @@ async function readBody(req, limit) {
     }
     return Buffer.alloc(0);
   }
-  const chunks = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += chunk.length;
-    if (size > limit) {
-      req.resume();
-      const err = new Error('request body too large');
-      err.status = 413;
-      throw err;
-    }
-    chunks.push(chunk);
-  }
-  req.rawBody = Buffer.concat(chunks);
-  return req.rawBody;
+  return new Promise((resolve, reject) => {
+    const chunks = [];
+    let size = 0;
+    const cleanup = () => {
+      req.removeListener('data', onData);
+      req.removeListener('end', onEnd);
+      req.removeListener('error', onError);
+    };
+    const onData = (chunk) => {
+      size += chunk.length;
+      if (size > limit) {
+        cleanup();
+        req.resume();   // drain the rest unread, so that the 413 can be sent
+        const err = new Error('request body too large');
+        err.status = 413;
+        reject(err);
+        return;
+      }
+      chunks.push(chunk);
+    };
+    const onEnd = () => {
+      cleanup();
+      req.rawBody = Buffer.concat(chunks);
+      resolve(req.rawBody);
+    };
+    const onError = (err) => {
+      cleanup();
+      reject(err);
+    };
+    req.on('data', onData);
+    req.on('end', onEnd);
+    req.on('error', onError);
+  });
 }
 
 // A pooled client held for one request's transaction.  A connection error

@@ -144,6 +144,17 @@ test('a body that is not JSON is fingerprinted as bytes', async () => {
   assert.match(invalid.headers['content-type'], /^application\/problem\+json/);
 });
 
+test('a body over the limit is 413, and nothing is recorded', async () => {
+  const key = newKey('small');
+  const big = await post('/small', key, { text: 'x'.repeat(100000) });
+  assert.equal(big.status, 413);
+  assert.match(big.headers['content-type'], /^application\/problem\+json/);
+  assert.deepEqual(await db.ledger(key), []);
+  const ok = await post('/small', key, { a: 1 });
+  assert.equal(ok.status, 200);
+  assert.equal(calls.get(`small ${key}`), 1);
+});
+
 test('after a body parser that ran first, the parsed body is fingerprinted', async () => {
   const key = newKey('parsed');
   const first = await post('/parsed-first', key, { amount: 8 });

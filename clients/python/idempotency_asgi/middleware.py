@@ -134,7 +134,10 @@ class IdempotencyMiddleware:
         except KeyMalformed as e:
             return await _send(send, problem(400, f"{e}."))
 
-        body, receive = await _read_body(receive, o.body_limit)
+        try:
+            body, receive = await _read_body(receive, o.body_limit)
+        except _ClientGone:
+            return   # nobody to answer, and nothing was begun
         if body is None:
             return await _send(send, problem(413, f"The request body is over {o.body_limit} bytes."))
         try:
@@ -366,6 +369,10 @@ def _target(scope):
     return path + ("?" + qs.decode("latin-1") if qs else "")
 
 
+class _ClientGone(Exception):
+    """The client disconnected before it had sent the whole body."""
+
+
 async def _read_body(receive, limit):
     """(body, receive for the app).  body is None when it is over limit."""
     chunks = []
@@ -373,7 +380,7 @@ async def _read_body(receive, limit):
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            break
+            raise _ClientGone()
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:

@@ -113,6 +113,13 @@ def make_app(pool, db, hooks, **options):
         data = await request.body()
         return PlainTextResponse(f"got {len(data)} bytes, execution {n}", status_code=201)
 
+    # A small body limit: a larger body is 413 before anything else happens.
+    @app.post("/small")
+    @idempotent(body_limit=16)
+    async def small(request: Request):
+        hooks.count("small", request)
+        return {"ok": True}
+
     # A binary response: replayed byte for byte.
     @app.post("/binary")
     async def binary(request: Request):

@@ -148,6 +148,17 @@ def test_body_that_is_not_json_is_fingerprinted_as_bytes(db, run):
     run(main())
 
 
+def test_body_over_the_limit_is_413_and_nothing_is_recorded(db, run):
+    async def main():
+        async with Env(db) as e:
+            key = new_key("small")
+            is_problem(await e.post("/small", key, {"text": "x" * 100000}), 413)
+            assert await db.ledger(key) == []
+            assert (await e.post("/small", key, {"a": 1})).status_code == 200
+            assert e.hooks.calls[f"small {key}"] == 1
+    run(main())
+
+
 def test_binary_response_is_replayed_byte_for_byte(db, run):
     async def main():
         async with Env(db) as e:
