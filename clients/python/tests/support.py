@@ -76,10 +76,10 @@ def loopback_socket():
     return sock
 
 
-async def start_server(app, sock=None):
+async def start_server(app, sock=None, lifespan="off"):
     """Serve app with uvicorn on 127.0.0.1, in this event loop.  Returns (url, stop)."""
     sock = sock or loopback_socket()
-    config = uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False)
+    config = uvicorn.Config(app, lifespan=lifespan, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None
     task = asyncio.ensure_future(server.serve(sockets=[sock]))
@@ -97,8 +97,8 @@ async def start_server(app, sock=None):
 
 
 @contextlib.asynccontextmanager
-async def serving(app):
-    url, stop = await start_server(app)
+async def serving(app, lifespan="off"):
+    url, stop = await start_server(app, lifespan=lifespan)
     try:
         yield url
     finally:
