@@ -22,8 +22,13 @@ function sendResponse(res, { status, headers, body }, replace = false) {
   for (const [name, value] of Object.entries(headers || {})) {
     res.setHeader(name, value);
   }
-  res.setHeader('content-length', body.length);
-  res.end(body);
+  if (status === 204 || status === 304 || status < 200) {
+    res.removeHeader('content-length');   // a response that never has a body
+    res.end();
+  } else {
+    res.setHeader('content-length', body.length);
+    res.end(body);
+  }
 }
 
 function toBuffer(chunk, encoding) {

@@ -166,6 +166,20 @@ test('after a body parser that ran first, the parsed body is fingerprinted', asy
   assert.equal(calls.get(`parsed-first ${key}`), 1);
 });
 
+test('PATCH is covered too; a 204 is replayed as a 204', async () => {
+  const key = newKey('patch');
+  const send = () => request(srv.url, { method: 'PATCH', path: '/orders/7', body: { state: 'paid' },
+    headers: { 'idempotency-key': key } });
+  assert.equal((await request(srv.url, { method: 'PATCH', path: '/orders/7', body: {} })).status, 400);
+  const first = await send();
+  assert.equal(first.status, 204);
+  const again = await send();
+  assert.equal(again.status, 204);
+  assert.equal(again.text, '');
+  assert.equal(again.headers['idempotent-replayed'], 'true');
+  assert.equal(calls.get(`patch ${key}`), 1);
+});
+
 test('a binary response is replayed byte for byte', async () => {
   const key = newKey('binary');
   const first = await request(srv.url, { path: '/binary', headers: { 'idempotency-key': key } });

@@ -403,7 +403,10 @@ async def _read_body(receive, limit):
 async def _send(send, response):
     status, headers, body = response
     headers = [(n, v) for n, v in headers if n.lower().decode("latin-1") not in FRAMING]
-    headers.append((b"content-length", str(len(body)).encode("ascii")))
+    if status in (204, 304) or status < 200:
+        body = b""   # a response that never has a body
+    else:
+        headers.append((b"content-length", str(len(body)).encode("ascii")))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
 

@@ -120,6 +120,12 @@ def make_app(pool, db, hooks, **options):
         hooks.count("small", request)
         return {"ok": True}
 
+    # No content: replayed as no content.
+    @app.patch("/orders/{order_id}", status_code=204)
+    async def patch_order(order_id: int, request: Request):
+        hooks.count("patch", request)
+        return Response(status_code=204)
+
     # A binary response: replayed byte for byte.
     @app.post("/binary")
     async def binary(request: Request):

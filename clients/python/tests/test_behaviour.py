@@ -159,6 +159,21 @@ def test_body_over_the_limit_is_413_and_nothing_is_recorded(db, run):
     run(main())
 
 
+def test_patch_is_covered_and_a_204_replays_as_204(db, run):
+    async def main():
+        async with Env(db) as e:
+            key = new_key("patch")
+            assert (await e.client.patch("/orders/7", json={})).status_code == 400
+            first = await e.client.patch("/orders/7", json={"state": "paid"}, headers={"idempotency-key": key})
+            assert first.status_code == 204
+            again = await e.client.patch("/orders/7", json={"state": "paid"}, headers={"idempotency-key": key})
+            assert again.status_code == 204
+            assert again.content == b""
+            assert again.headers["idempotent-replayed"] == "true"
+            assert e.hooks.calls[f"patch {key}"] == 1
+    run(main())
+
+
 def test_binary_response_is_replayed_byte_for_byte(db, run):
     async def main():
         async with Env(db) as e:
