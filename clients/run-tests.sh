@@ -119,15 +119,16 @@ count_pytest() {
     FAILED=$((FAILED + fail))
 }
 
-# A copy of DIR that the invoker can write, when DIR itself is not writable.
-writable_dir() {
-    local dir=$1 name
-    if [ -w "$dir" ]; then
-        echo "$dir"
+# The clients tree, or a copy of it that the invoker can write (npm ci
+# writes node_modules in clients/node; the tests read ../README.md).
+tree() {
+    if [ -w "$HERE/node" ]; then
+        echo "$HERE"
         return
     fi
-    name=$(basename "$dir")
-    cp -a "$dir" "$WORK/$name" && echo "$WORK/$name"
+    mkdir -p "$WORK/clients" &&
+        tar -C "$HERE" --exclude=./node/node_modules -cf - . | tar -C "$WORK/clients" -xf - &&
+        echo "$WORK/clients"
 }
 
 run_node() {
@@ -137,7 +138,7 @@ run_node() {
         install_debs nodejs npm || { setup_failed "node and npm are needed"; return; }
     fi
     local dir stamp want
-    dir=$(writable_dir "$HERE/node") || { setup_failed "cannot copy clients/node"; return; }
+    dir=$TREE/node
     want=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
     stamp=$dir/node_modules/.lock-sha256
     if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
@@ -160,7 +161,7 @@ run_python() {
     echo "---------- clients/python (pytest) ----------"
     install_debs "${DEBS[@]}" || { setup_failed "Debian's python3 packages are needed"; return; }
     local out=$WORK/python.out rc
-    (cd "$HERE/python" && PYTHONDONTWRITEBYTECODE=1 timeout -k 10 "$TIMEOUT" \
+    (cd "$TREE/python" && PYTHONDONTWRITEBYTECODE=1 timeout -k 10 "$TIMEOUT" \
         "$PYTHON" -m pytest -p no:cacheprovider -q -rfE) 2>&1 | tee "$out"
     rc=${PIPESTATUS[0]}
     count_pytest "$out" "$rc"
@@ -168,6 +169,10 @@ run_python() {
 
 log "server: host ${PGHOST:-(default)} port ${PGPORT:-(default)} user ${PGUSER:-(default)} database ${PGDATABASE:-(default)}"
 START=$SECONDS
+if ! TREE=$(tree); then
+    setup_failed "cannot copy $HERE to a writable directory"
+    finish
+fi
 case "$ONLY" in
     node) run_node ;;
     python) run_python ;;
