@@ -7,7 +7,9 @@
 //   transaction, then started again;
 // - the same in lease mode: the retry meets 409 until the lease has lapsed
 //   (the restarted process's connections run the ledger clock 2 minutes
-//   ahead, idempotency.clock_offset), then takes the key over and executes.
+//   ahead, idempotency.clock_offset), then takes the key over and executes;
+// - a lease-mode handler stuck past its lease (its process alive): taken
+//   over, and its late end refused with IK003.
 
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
@@ -152,7 +154,7 @@ test('transaction mode: the application is killed inside a handler\'s transactio
   }
 });
 
-test('lease mode: the application is killed inside a handler; 409 until the lease lapses, then the retry takes over and executes once', async () => {
+test('lease mode: the application is killed inside a handler; the retry after the lease takes over and executes once', async () => {
   const key = newKey('kill-lease');
   const a = await startServer({ hold: ['lease'] });
   const first = post(a.url, '/lease', key, { amount: 72 }).catch((e) => e);
@@ -167,14 +169,17 @@ test('lease mode: the application is killed inside a handler; 409 until the leas
   const b = await startServer();
   const later = await startServer({ clockOffset: '2min' });
   try {
-    const early = await post(b.url, '/lease', key, { amount: 72 });
-    assert.equal(early.status, 409);
-    assert.equal(early.headers['retry-after'], '1');
-    assert.equal(await db.count(key), 0);
-
-    const r2 = await post(later.url, '/lease', key, { amount: 72 });
+    let r2 = await post(b.url, '/lease', key, { amount: 72 });
+    if (r2.status === 409) {
+      // the lease still holds the key
+      assert.equal(r2.headers['retry-after'], '1');
+      assert.equal(await db.count(key), 0);
+      r2 = await post(later.url, '/lease', key, { amount: 72 });
+    }
+    // else: a server that takes over from an owner whose session is gone
+    // did so at once, before the lease lapsed
     assert.equal(r2.status, 201);
-    assert.equal(r2.json.attempt, 2);   // a takeover of the lapsed attempt
+    assert.equal(r2.json.attempt, 2);   // a takeover of the crashed attempt
     const r3 = await post(b.url, '/lease', key, { amount: 72 });
     assert.equal(r3.status, 201);
     assert.equal(r3.headers['idempotent-replayed'], 'true');
@@ -185,5 +190,54 @@ test('lease mode: the application is killed inside a handler; 409 until the leas
   } finally {
     await kill(b.child);
     await kill(later.child);
+  }
+});
+
+test('lease mode: a handler stuck past its lease is taken over; its late end cannot release the new attempt (IK003)', async () => {
+  const key = newKey('stuck-lease');
+  const pool = new pg.Pool({ max: 4 });
+  const laterPool = new pg.Pool({ max: 4, options: '-c idempotency.clock_offset=2min' });
+  const errors = [];
+  const calls = new Map();
+  const reached = gate();
+  const held = gate();
+  const stuck = await listen(makeApp({
+    pool, tables: db.tables, scopePrefix: db.scopePrefix,
+    hooks: {
+      calls,
+      onError: (e) => errors.push(e),
+      inside: async (name, info) => reached.open(info),
+      hold: () => held.promise,
+    },
+  }));
+  const later = await listen(makeApp({ pool: laterPool, tables: db.tables, scopePrefix: db.scopePrefix, hooks: { calls } }));
+  try {
+    // the first request's handler is stuck (its process and session alive)
+    const first = request(stuck.url, {
+      path: '/lease', body: { amount: 74 }, headers: { 'idempotency-key': key, 'x-fail': 'throw' },
+    });
+    await reached.promise;
+    const early = await post(stuck.url, '/lease', key, { amount: 74 });
+    assert.equal(early.status, 409);
+
+    // two minutes later by the ledger's clock the one-minute lease has lapsed
+    const r2 = await post(later.url, '/lease', key, { amount: 74 });
+    assert.equal(r2.status, 201);
+    assert.equal(r2.json.attempt, 2);
+
+    // the stuck handler ends with an error: its idem_fail (attempt 1) is refused
+    held.open();
+    assert.equal((await first).status, 500);
+    assert.equal(errors.length, 1);
+    assert.equal(errors[0].code, 'IK003');
+    const r3 = await post(stuck.url, '/lease', key, { amount: 74 });
+    assert.equal(r3.headers['idempotent-replayed'], 'true');
+    assert.equal(r3.text, r2.text);
+    assert.equal(await db.count(key), 1);
+  } finally {
+    await stuck.close();
+    await later.close();
+    await pool.end();
+    await laterPool.end();
   }
 });

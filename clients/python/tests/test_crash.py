@@ -6,7 +6,9 @@
   transaction, then started again;
 - the same in lease mode: the retry meets 409 until the lease has lapsed
   (the restarted process's connections run the ledger clock 2 minutes
-  ahead, idempotency.clock_offset), then takes the key over and executes.
+  ahead, idempotency.clock_offset), then takes the key over and executes;
+- a lease-mode handler stuck past its lease (its process alive): taken over,
+  and its late end refused with IK003.
 """
 
 import asyncio
@@ -139,7 +141,7 @@ def test_application_killed_inside_the_transaction_retry_executes_once(db, run):
     run(main())
 
 
-def test_lease_mode_application_killed_409_until_the_lease_lapses_then_once(db, run):
+def test_lease_mode_application_killed_retry_after_the_lease_takes_over_once(db, run):
     async def main():
         key = new_key("kill-lease")
         async with app_process(db, hold=["lease"]) as (url, proc):
@@ -159,18 +161,64 @@ def test_lease_mode_application_killed_409_until_the_lease_lapses_then_once(db, 
                 pass
 
         async with app_process(db) as (now_url, _), app_process(db, clock_offset="2min") as (later_url, _):
-            early = await post(now_url, "/lease", key, {"amount": 72})
-            assert early.status_code == 409
-            assert early.headers["retry-after"] == "1"
-            assert await db.count(key) == 0
-
-            r2 = await post(later_url, "/lease", key, {"amount": 72})
+            r2 = await post(now_url, "/lease", key, {"amount": 72})
+            if r2.status_code == 409:
+                # the lease still holds the key
+                assert r2.headers["retry-after"] == "1"
+                assert await db.count(key) == 0
+                r2 = await post(later_url, "/lease", key, {"amount": 72})
+            # else: a server that takes over from an owner whose session is
+            # gone did so at once, before the lease lapsed
             assert r2.status_code == 201
-            assert r2.json()["attempt"] == 2   # a takeover of the lapsed attempt
+            assert r2.json()["attempt"] == 2   # a takeover of the crashed attempt
             r3 = await post(now_url, "/lease", key, {"amount": 72})
             assert r3.status_code == 201
             assert r3.headers["idempotent-replayed"] == "true"
             assert r3.content == r2.content
             assert await db.count(key) == 1
             assert (await post(now_url, "/lease", key, {"amount": 73})).status_code == 422
+    run(main())
+
+
+def test_lease_mode_handler_stuck_past_its_lease_is_taken_over_and_its_late_end_refused(db, run):
+    async def main():
+        key = new_key("stuck-lease")
+        reached = asyncio.Event()
+        release = asyncio.Event()
+
+        async def inside(name, info):
+            reached.set()
+
+        async def hold(name):
+            await release.wait()
+
+        pool = await open_pool(max_size=4)
+        later_pool = await open_pool(max_size=4, options="-c idempotency.clock_offset=2min")
+        hooks = Hooks(inside=inside, hold=hold)
+        try:
+            async with serving(make_app(pool, db, hooks)) as stuck_url, \
+                    serving(make_app(later_pool, db, Hooks())) as later_url:
+                # the first request's handler is stuck (its process and session alive)
+                async with httpx.AsyncClient(base_url=stuck_url, timeout=30) as c:
+                    first = asyncio.ensure_future(c.post(
+                        "/lease", json={"amount": 74}, headers={"idempotency-key": key, "x-fail": "throw"}))
+                    await asyncio.wait_for(reached.wait(), 10)
+                    assert (await post(stuck_url, "/lease", key, {"amount": 74})).status_code == 409
+
+                    # two minutes later by the ledger's clock the one-minute lease has lapsed
+                    r2 = await post(later_url, "/lease", key, {"amount": 74})
+                    assert r2.status_code == 201
+                    assert r2.json()["attempt"] == 2
+
+                    # the stuck handler ends with an error: its idem_fail (attempt 1) is refused
+                    release.set()
+                    assert (await first).status_code == 500
+                assert [e.sqlstate for e in hooks.errors] == ["IK003"]
+                r3 = await post(stuck_url, "/lease", key, {"amount": 74})
+                assert r3.headers["idempotent-replayed"] == "true"
+                assert r3.content == r2.content
+                assert await db.count(key) == 1
+        finally:
+            await pool.close()
+            await later_pool.close()
     run(main())
