@@ -4,7 +4,7 @@
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const pg = require('pg');
-const { newKey, setupDatabase, listen, request, waitFor, gate } = require('./helpers');
+const { newKey, setupDatabase, listen, request, gate } = require('./helpers');
 const { makeApp } = require('./fixtures/app');
 
 let db;
