@@ -151,7 +151,7 @@ run_node() {
         echo "$want" >"$stamp"
     fi
     local out=$WORK/node.out rc
-    (cd "$dir" && timeout -k 10 "$TIMEOUT" node --test --test-reporter=spec test/*.test.js) 2>&1 | tee "$out"
+    (cd "$dir" && timeout -k 10 "$TIMEOUT" node --test --test-concurrency=1 --test-reporter=spec test/*.test.js) 2>&1 | tee "$out"
     rc=${PIPESTATUS[0]}
     count_node "$out" "$rc"
 }
@@ -167,6 +167,11 @@ run_python() {
     count_pytest "$out" "$rc"
 }
 
+if [ -z "${PGHOST:-}" ] && [ -z "${PGPORT:-}" ]; then
+    # libpq's defaults would name whatever cluster runs on the machine
+    setup_failed "set PGHOST and PGPORT (and PGUSER, PGDATABASE) to the server to test against"
+    finish
+fi
 log "server: host ${PGHOST:-(default)} port ${PGPORT:-(default)} user ${PGUSER:-(default)} database ${PGDATABASE:-(default)}"
 START=$SECONDS
 if ! TREE=$(tree); then
