@@ -137,6 +137,12 @@ run_node() {
     if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
         install_debs nodejs npm || { setup_failed "node and npm are needed"; return; }
     fi
+    local major
+    major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+    if [ "$major" -lt 20 ]; then
+        setup_failed "clients/node needs node 20 or later (found $(node --version 2>/dev/null))"
+        return
+    fi
     local dir stamp want
     dir=$TREE/node
     want=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
