@@ -62,8 +62,8 @@ class Database:
         return [dict(zip(names, r)) for r in rows]
 
 
-async def open_pool(max_size=10, **kwargs):
-    pool = AsyncConnectionPool(conninfo="", min_size=1, max_size=max_size, kwargs=kwargs, open=False)
+async def open_pool(max_size=10, min_size=1, **kwargs):
+    pool = AsyncConnectionPool(conninfo="", min_size=min_size, max_size=max_size, kwargs=kwargs, open=False)
     await pool.open(wait=True)
     return pool
 

@@ -11,7 +11,7 @@ from support import new_key, open_pool, serving
 def test_100_concurrent_duplicates_execute_once(db, run):
     """One execution, one business row, 100 identical responses, 99 replays."""
     async def main():
-        pool = await open_pool(max_size=10)
+        pool = await open_pool(min_size=10, max_size=10)
         hooks = Hooks()
         key = new_key("storm")
         try:
