@@ -12,9 +12,9 @@
  *
  * The launcher does not keep a worker connected to each database.  Like the
  * autovacuum launcher, it starts a sweeper for one pass when a database's
- * pass is due; the sweeper connects, sweeps, reports how the pass ended in
- * a slot of the launcher's shared memory, and exits.  Between passes no
- * process is connected to the database, so:
+ * pass is due; the sweeper connects, sweeps, leaves how the pass ended in
+ * a run slot of the status board (sweep_board.c), and exits.  Between
+ * passes no process is connected to the database, so:
  *	- DROP DATABASE, ALTER DATABASE ... RENAME and CREATE DATABASE ...
  *	  TEMPLATE never find a sweeper in their way.  One that arrives during a
  *	  pass finds the sweeper gone within one batch: the sweeper checks before
@@ -24,8 +24,8 @@
  *	- DROP EXTENSION needs nothing: the next pass finds no extension, says
  *	  so, and exits with code 0;
  *	- sweepers use background worker slots only while they sweep, and at
- *	  most MAX_SWEEPERS at a time, so they never crowd out parallel query
- *	  however many databases there are.
+ *	  most SWEEP_BOARD_RUNS at a time, so they never crowd out parallel
+ *	  query however many databases there are.
  *
  * The schedule of a database follows the outcome of its last pass:
  *	done			next pass idempotency.sweep_interval after this one ended
@@ -43,15 +43,19 @@
  * sweepers when it exits.
  *
  * CREATE EXTENSION ends with idem_sweeper_wake(), which queues the database
- * in the launcher's shared memory when the transaction commits and sets the
- * launcher's latch, so the new ledger gets its sweeper right away rather
- * than after the back-off.  A database created from a template that has the
+ * in the launcher's mailbox on the status board when the transaction
+ * commits and sets the latch the launcher left there, so the new ledger
+ * gets its sweeper right away rather than after the back-off.  A database created from a template that has the
  * extension is seen when pg_database is next read, at most RESCAN_MS later.
  *
  * Settings are read again on SIGHUP: a new sweep_interval moves every
  * pending pass at once, and 0 stops launching passes (running sweepers stop
  * after their current batch).  Without preloading there is no launcher;
- * idem_sweeper_start() runs a sweeper for one database (see sweeper.c).
+ * idem_sweeper_start() runs a sweeper for one database (see
+ * sweeper_control.c).
+ *
+ * The launcher calls down into the sweeper (to register one) and the
+ * board; nothing calls into the launcher.
  *
  * src/launcher.c
  *
@@ -75,8 +79,6 @@
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
-#include "storage/shmem.h"
-#include "storage/spin.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
@@ -85,19 +87,14 @@
 #include "utils/timestamp.h"
 
 #include "idempotency.h"
-
-PG_FUNCTION_INFO_V1(idem_sweeper_wake);
+#include "launcher.h"
+#include "sweep_board.h"
+#include "sweeper.h"
 
 #define LAUNCHER_TYPE			"idempotency launcher"
 
 /* Seconds before the postmaster restarts a launcher that died */
 #define LAUNCHER_RESTART_SECS	5
-
-/* Sweepers the launcher runs at the same time */
-#define MAX_SWEEPERS			3
-
-/* Databases that can wait in the wake-up queue */
-#define WAKE_QUEUE_LEN			32
 
 /* pg_database is read at least this often, to see new and dropped databases */
 #define RESCAN_MS				10000
@@ -108,17 +105,6 @@ PG_FUNCTION_INFO_V1(idem_sweeper_wake);
 /* Longest nap of the launcher, and longest back-off of a database */
 #define MAX_NAP_MS				60000
 #define MAX_BACKOFF_MS			(10 * 60 * 1000)
-
-/* What the launcher shares with the sweepers and with CREATE EXTENSION */
-typedef struct LauncherShared
-{
-	slock_t		mutex;			/* protects everything below */
-	Latch	   *latch;			/* the running launcher's, or NULL */
-	bool		wake_all;		/* the queue overflowed: probe every database */
-	int			nwake;
-	Oid			wake[WAKE_QUEUE_LEN];	/* databases that gained the extension */
-	IdemPassOutcome outcome[MAX_SWEEPERS];	/* per run slot, set by the sweeper */
-} LauncherShared;
 
 /* The launcher's schedule of one database */
 typedef struct LauncherDb
@@ -136,132 +122,8 @@ typedef struct LauncherDb
 	bool		terminating;	/* we asked that sweeper to stop */
 } LauncherDb;
 
-static LauncherShared *shared = NULL;
 static HTAB *databases = NULL;
-static bool run_busy[MAX_SWEEPERS];
-
-/* Database to wake the launcher for when the current transaction commits */
-static Oid	wake_at_commit_db = InvalidOid;
-static bool wake_callback_registered = false;
-
-/* Shared memory of the launcher, reserved when preloading */
-Size
-IdemLauncherShmemSize(void)
-{
-	return MAXALIGN(sizeof(LauncherShared));
-}
-
-static LauncherShared *
-launcher_attach(void)
-{
-	bool		found;
-
-	if (shared != NULL)
-		return shared;
-
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	shared = ShmemInitStruct("idempotency launcher", IdemLauncherShmemSize(),
-							 &found);
-	if (!found)
-	{
-		memset(shared, 0, IdemLauncherShmemSize());
-		SpinLockInit(&shared->mutex);
-	}
-	LWLockRelease(AddinShmemInitLock);
-	return shared;
-}
-
-/*
- * Ask the launcher to sweep a database now: it gained the extension, or
- * idem_sweeper_start() was called.  Does nothing without preloading.
- */
-void
-IdemLauncherWake(Oid dboid)
-{
-	Latch	   *latch;
-	bool		queued = false;
-
-	if (!IdemPreloaded)
-		return;
-	launcher_attach();
-
-	SpinLockAcquire(&shared->mutex);
-	for (int i = 0; i < shared->nwake; i++)
-	{
-		if (shared->wake[i] == dboid)
-			queued = true;
-	}
-	if (!queued)
-	{
-		if (shared->nwake < WAKE_QUEUE_LEN)
-			shared->wake[shared->nwake++] = dboid;
-		else
-			shared->wake_all = true;
-	}
-	latch = shared->latch;
-	SpinLockRelease(&shared->mutex);
-
-	if (latch != NULL)
-		SetLatch(latch);
-}
-
-/* A sweeper started by the launcher says how its pass ended */
-void
-IdemLauncherReport(int run, IdemPassOutcome outcome)
-{
-	if (run < 0 || run >= MAX_SWEEPERS)
-		return;
-	launcher_attach();
-	SpinLockAcquire(&shared->mutex);
-	shared->outcome[run] = outcome;
-	SpinLockRelease(&shared->mutex);
-}
-
-/* Wake the launcher once the transaction that created the extension commits */
-static void
-wake_at_commit(XactEvent event, void *arg)
-{
-	switch (event)
-	{
-		case XACT_EVENT_COMMIT:
-		case XACT_EVENT_PARALLEL_COMMIT:
-			if (OidIsValid(wake_at_commit_db))
-				IdemLauncherWake(wake_at_commit_db);
-			wake_at_commit_db = InvalidOid;
-			break;
-		case XACT_EVENT_ABORT:
-		case XACT_EVENT_PARALLEL_ABORT:
-		case XACT_EVENT_PREPARE:
-			wake_at_commit_db = InvalidOid;
-			break;
-		default:
-			break;
-	}
-}
-
-/*
- * idem_sweeper_wake() returns boolean
- *
- * Called at the end of CREATE EXTENSION: when the library is preloaded,
- * tells the launcher, as soon as the transaction commits, that the current
- * database has a ledger to sweep.  Returns whether a launcher will be told.
- */
-Datum
-idem_sweeper_wake(PG_FUNCTION_ARGS)
-{
-	if (!IdemPreloaded)
-		PG_RETURN_BOOL(false);
-
-	/* Attach now: the commit callback must not fail */
-	launcher_attach();
-	if (!wake_callback_registered)
-	{
-		RegisterXactCallback(wake_at_commit, NULL);
-		wake_callback_registered = true;
-	}
-	wake_at_commit_db = MyDatabaseId;
-	PG_RETURN_BOOL(true);
-}
+static bool run_busy[SWEEP_BOARD_RUNS];
 
 /*
  * Register the launcher with the postmaster; called from _PG_init while the
@@ -351,7 +213,7 @@ forget_database(LauncherDb *db)
 	if (db->handle != NULL)
 		pfree(db->handle);
 	hash_search(databases, &dboid, HASH_REMOVE, NULL);
-	IdemSweepForget(dboid);
+	SweepBoardForget(dboid);
 }
 
 /*
@@ -426,19 +288,12 @@ scan_databases(void)
 static bool
 take_wake_requests(void)
 {
-	Oid			wake[WAKE_QUEUE_LEN];
+	Oid			wake[SWEEP_BOARD_REQUESTS];
 	int			nwake;
 	bool		wake_all;
 	LauncherDb *db;
 
-	SpinLockAcquire(&shared->mutex);
-	nwake = shared->nwake;
-	memcpy(wake, shared->wake, sizeof(Oid) * nwake);
-	wake_all = shared->wake_all;
-	shared->nwake = 0;
-	shared->wake_all = false;
-	SpinLockRelease(&shared->mutex);
-
+	nwake = SweepBoardTakeRequests(wake, &wake_all);
 	if (nwake == 0 && !wake_all)
 		return false;
 
@@ -474,30 +329,30 @@ take_wake_requests(void)
 
 /* Schedule the next pass of a database from how its sweeper's pass ended */
 static void
-pass_ended(LauncherDb *db, IdemPassOutcome outcome)
+pass_ended(LauncherDb *db, SweepOutcome outcome)
 {
 	TimestampTz now = GetCurrentTimestamp();
 
 	switch (outcome)
 	{
-		case IDEM_PASS_DONE:
+		case SWEEP_DONE:
 			db->has_extension = true;
 			db->streak = 0;
 			db->last_done = now;
 			db->not_before = 0;
 			break;
-		case IDEM_PASS_YIELDED:
+		case SWEEP_YIELDED:
 			db->not_before = TimestampTzPlusMilliseconds(now, Max(interval_ms(), 1000));
 			break;
-		case IDEM_PASS_NO_EXTENSION:
+		case SWEEP_NO_EXTENSION:
 			db->has_extension = false;
 			db->last_done = 0;
 			db->published = 0;
 			db->streak++;
 			db->not_before = TimestampTzPlusMilliseconds(now, backoff_ms(db->streak));
 			break;
-		case IDEM_PASS_FAILED:
-		case IDEM_PASS_UNKNOWN:
+		case SWEEP_FAILED:
+		case SWEEP_UNKNOWN:
 			db->streak++;
 			db->not_before = TimestampTzPlusMilliseconds(now, backoff_ms(db->streak));
 			break;
@@ -516,7 +371,7 @@ reap_sweepers(void)
 	{
 		pid_t		pid;
 		BgwHandleStatus status;
-		IdemPassOutcome outcome;
+		SweepOutcome outcome;
 
 		if (db->handle == NULL)
 			continue;
@@ -526,9 +381,7 @@ reap_sweepers(void)
 		if (status != BGWH_STOPPED)
 			continue;
 
-		SpinLockAcquire(&shared->mutex);
-		outcome = shared->outcome[db->run];
-		SpinLockRelease(&shared->mutex);
+		outcome = SweepBoardRunOutcome(db->run);
 
 		run_busy[db->run] = false;
 		db->run = -1;
@@ -562,7 +415,7 @@ watch_sweepers(void)
 		if (db->handle == NULL)
 			continue;
 		running = true;
-		if (!db->terminating && IdemDatabaseIsBusy(db->dboid))
+		if (!db->terminating && SweeperDatabaseIsBusy(db->dboid))
 		{
 			TerminateBackgroundWorker(db->handle);
 			db->terminating = true;
@@ -592,7 +445,7 @@ launch_due_sweepers(void)
 		LauncherDb *earliest = NULL;
 		int			run = -1;
 
-		for (int i = 0; i < MAX_SWEEPERS; i++)
+		for (int i = 0; i < SWEEP_BOARD_RUNS; i++)
 		{
 			if (!run_busy[i])
 			{
@@ -625,18 +478,15 @@ launch_due_sweepers(void)
 		}
 
 		db = earliest;
-		if (IdemDatabaseIsBusy(db->dboid))
+		if (SweeperDatabaseIsBusy(db->dboid))
 		{
 			/* DROP DATABASE or the like is under way: stay out of its way */
 			db->not_before = TimestampTzPlusMilliseconds(now, Max(interval_ms(), 1000));
 			continue;
 		}
 
-		SpinLockAcquire(&shared->mutex);
-		shared->outcome[run] = IDEM_PASS_UNKNOWN;
-		SpinLockRelease(&shared->mutex);
-
-		if (!IdemSweeperLaunch(db->dboid, NameStr(db->dbname), run, &db->handle))
+		SweepBoardRunStarting(run);
+		if (!SweeperLaunch(db->dboid, NameStr(db->dbname), run, &db->handle))
 		{
 			db->handle = NULL;
 			if (!warned_no_worker)
@@ -672,7 +522,7 @@ publish_schedule(void)
 		due = next_due(db);
 		if (due != db->published)
 		{
-			IdemSweepSetNextPass(db->dboid, due);
+			SweepBoardSetNextPass(db->dboid, due);
 			db->published = due;
 		}
 	}
@@ -694,9 +544,7 @@ launcher_on_exit(int code, Datum arg)
 				TerminateBackgroundWorker(db->handle);
 		}
 	}
-	SpinLockAcquire(&shared->mutex);
-	shared->latch = NULL;
-	SpinLockRelease(&shared->mutex);
+	SweepBoardSetLauncher(NULL);
 }
 
 /*
@@ -732,10 +580,7 @@ IdemLauncherMain(Datum main_arg)
 							HASH_ELEM | HASH_BLOBS);
 	memset(run_busy, 0, sizeof(run_busy));
 
-	launcher_attach();
-	SpinLockAcquire(&shared->mutex);
-	shared->latch = MyLatch;
-	SpinLockRelease(&shared->mutex);
+	SweepBoardSetLauncher(MyLatch);
 	before_shmem_exit(launcher_on_exit, (Datum) 0);
 
 	ereport(LOG, (errmsg("idempotency launcher started")));
