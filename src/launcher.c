@@ -27,15 +27,13 @@
  *	  most SWEEP_BOARD_RUNS at a time, so they never crowd out parallel
  *	  query however many databases there are.
  *
- * The schedule of a database follows the outcome of its last pass:
- *	done			next pass idempotency.sweep_interval after this one ended
- *	yielded			the database or the extension was busy, or sweeping was
- *					turned off: try again after one interval
- *	failed			an error (logged once by the sweeper), or the sweeper
- *					died or could not connect: back off, doubling from one
- *					interval up to ten minutes
- *	no extension	back off the same way; CREATE EXTENSION cuts the wait
- *					short, see below
+ * The schedule of a database follows the outcome of its last pass, by the
+ * rules of sweep_schedule.c, which a sweeper of idem_sweeper_start follows
+ * too: one idempotency.sweep_interval after a pass that swept or stepped
+ * aside; after failures (an error, logged once by the sweeper, or a sweeper
+ * that died or could not connect) and after finding no extension, a wait
+ * that doubles from one interval up to ten minutes or the interval,
+ * whichever is longer.  CREATE EXTENSION cuts the wait short, see below.
  * A new database is probed at once.  Sweepers are never restarted by the
  * postmaster (BGW_NEVER_RESTART): the launcher decides, so a sweeper of a
  * dropped database cannot come back in a loop.  The launcher itself is
@@ -49,13 +47,13 @@
  * extension is seen when pg_database is next read, at most RESCAN_MS later.
  *
  * Settings are read again on SIGHUP: a new sweep_interval moves every
- * pending pass at once, and 0 stops launching passes (running sweepers stop
- * after their current batch).  Without preloading there is no launcher;
- * idem_sweeper_start() runs a sweeper for one database (see
- * sweeper_control.c).
+ * pending pass at once, retries included, and 0 stops launching passes
+ * (running sweepers stop after their current batch).  Without preloading
+ * there is no launcher; idem_sweeper_start() runs a sweeper for one
+ * database (see sweeper_control.c).
  *
- * The launcher calls down into the sweeper (to register one) and the
- * board; nothing calls into the launcher.
+ * The launcher calls down into the sweeper (to register one), the
+ * schedule and the board; nothing calls into the launcher.
  *
  * src/launcher.c
  *
@@ -89,6 +87,7 @@
 #include "idempotency.h"
 #include "launcher.h"
 #include "sweep_board.h"
+#include "sweep_schedule.h"
 #include "sweeper.h"
 
 #define LAUNCHER_TYPE			"idempotency launcher"
@@ -102,9 +101,8 @@
 /* While sweepers run, the launcher checks this often that nobody waits for them */
 #define WATCH_MS				500
 
-/* Longest nap of the launcher, and longest back-off of a database */
+/* Longest nap of the launcher */
 #define MAX_NAP_MS				60000
-#define MAX_BACKOFF_MS			(10 * 60 * 1000)
 
 /* The launcher's schedule of one database */
 typedef struct LauncherDb
@@ -113,9 +111,7 @@ typedef struct LauncherDb
 	NameData	dbname;
 	bool		seen;			/* found in the last read of pg_database */
 	bool		has_extension;	/* the last pass found the extension */
-	int			streak;			/* passes in a row that failed or found none */
-	TimestampTz last_done;		/* end of the last completed pass, or 0 */
-	TimestampTz not_before;		/* no pass before this time */
+	SweepSchedule schedule;		/* when its next pass is due */
 	TimestampTz published;		/* next pass as last shown in the status */
 	int			run;			/* run slot of its running sweeper, or -1 */
 	BackgroundWorkerHandle *handle;
@@ -149,39 +145,6 @@ IdemRegisterLauncher(void)
 	RegisterBackgroundWorker(&worker);
 }
 
-/* Interval between passes, in milliseconds */
-static int64
-interval_ms(void)
-{
-	return (int64) IdemSweepInterval * 1000;
-}
-
-/*
- * Wait before the next try after streak passes in a row that failed or found
- * no extension: one interval, doubling, up to ten minutes (or one interval,
- * when that is longer).
- */
-static int64
-backoff_ms(int streak)
-{
-	int64		base = Max(interval_ms(), 1000);
-	int64		cap = Max(interval_ms(), MAX_BACKOFF_MS);
-	int			shift = Min(Max(streak - 1, 0), 16);
-
-	return Min(base << shift, cap);
-}
-
-/* When the next pass of a database is due */
-static TimestampTz
-next_due(LauncherDb *db)
-{
-	TimestampTz due = db->not_before;
-
-	if (db->last_done != 0)
-		due = Max(due, TimestampTzPlusMilliseconds(db->last_done, interval_ms()));
-	return due;
-}
-
 /* True when a pass is due in a database that has no sweeper running */
 static bool
 any_due(void)
@@ -195,7 +158,7 @@ any_due(void)
 	hash_seq_init(&seq, databases);
 	while ((db = hash_seq_search(&seq)) != NULL)
 	{
-		if (db->handle == NULL && db->seen && next_due(db) <= now)
+		if (db->handle == NULL && db->seen && SweepScheduleDue(&db->schedule) <= now)
 		{
 			hash_seq_term(&seq);
 			return true;
@@ -253,9 +216,7 @@ scan_databases(void)
 		if (!found)
 		{
 			db->has_extension = false;
-			db->streak = 0;
-			db->last_done = 0;
-			db->not_before = 0;
+			SweepScheduleNow(&db->schedule);
 			db->published = 0;
 			db->run = -1;
 			db->handle = NULL;
@@ -308,21 +269,14 @@ take_wake_requests(void)
 		while ((db = hash_seq_search(&seq)) != NULL)
 		{
 			if (!db->has_extension)
-			{
-				db->streak = 0;
-				db->not_before = 0;
-			}
+				SweepScheduleNow(&db->schedule);
 		}
 	}
 	for (int i = 0; i < nwake; i++)
 	{
 		db = hash_search(databases, &wake[i], HASH_FIND, NULL);
 		if (db != NULL)
-		{
-			db->streak = 0;
-			db->last_done = 0;
-			db->not_before = 0;
-		}
+			SweepScheduleNow(&db->schedule);
 	}
 	return true;
 }
@@ -331,32 +285,11 @@ take_wake_requests(void)
 static void
 pass_ended(LauncherDb *db, SweepOutcome outcome)
 {
-	TimestampTz now = GetCurrentTimestamp();
-
-	switch (outcome)
-	{
-		case SWEEP_DONE:
-			db->has_extension = true;
-			db->streak = 0;
-			db->last_done = now;
-			db->not_before = 0;
-			break;
-		case SWEEP_YIELDED:
-			db->not_before = TimestampTzPlusMilliseconds(now, Max(interval_ms(), 1000));
-			break;
-		case SWEEP_NO_EXTENSION:
-			db->has_extension = false;
-			db->last_done = 0;
-			db->published = 0;
-			db->streak++;
-			db->not_before = TimestampTzPlusMilliseconds(now, backoff_ms(db->streak));
-			break;
-		case SWEEP_FAILED:
-		case SWEEP_UNKNOWN:
-			db->streak++;
-			db->not_before = TimestampTzPlusMilliseconds(now, backoff_ms(db->streak));
-			break;
-	}
+	if (outcome == SWEEP_DONE)
+		db->has_extension = true;
+	else if (outcome == SWEEP_NO_EXTENSION)
+		db->has_extension = false;
+	SweepScheduleRecord(&db->schedule, outcome);
 }
 
 /* Notice the sweepers that have exited, and read how their pass ended */
@@ -459,21 +392,17 @@ launch_due_sweepers(void)
 		{
 			if (db->handle != NULL || !db->seen)
 				continue;
-			if (earliest == NULL || next_due(db) < next_due(earliest))
+			if (earliest == NULL ||
+				SweepScheduleDue(&db->schedule) <
+				SweepScheduleDue(&earliest->schedule))
 				earliest = db;
 		}
 		if (earliest == NULL)
 			break;
-		if (next_due(earliest) > now || run < 0)
+		if (SweepScheduleDue(&earliest->schedule) > now || run < 0)
 		{
 			if (run >= 0)
-			{
-				long		secs;
-				int			usecs;
-
-				TimestampDifference(now, next_due(earliest), &secs, &usecs);
-				nap = Min(nap, secs * 1000L + usecs / 1000 + 1);
-			}
+				nap = Min(nap, SweepScheduleMsUntil(SweepScheduleDue(&earliest->schedule)));
 			break;
 		}
 
@@ -481,7 +410,7 @@ launch_due_sweepers(void)
 		if (SweeperDatabaseIsBusy(db->dboid))
 		{
 			/* DROP DATABASE or the like is under way: stay out of its way */
-			db->not_before = TimestampTzPlusMilliseconds(now, Max(interval_ms(), 1000));
+			SweepScheduleRecord(&db->schedule, SWEEP_YIELDED);
 			continue;
 		}
 
@@ -495,17 +424,23 @@ launch_due_sweepers(void)
 						 errmsg("idempotency launcher could not start a sweeper: no background worker slot is free"),
 						 errhint("Raise max_worker_processes.")));
 			warned_no_worker = true;
-			db->not_before = TimestampTzPlusMilliseconds(now, Max(interval_ms(), 1000));
+			SweepScheduleRecord(&db->schedule, SWEEP_YIELDED);
 			continue;
 		}
 		warned_no_worker = false;
 		db->run = run;
 		run_busy[run] = true;
+		/* The sweeper clears the next pass it shows; publish it again after */
+		db->published = 0;
 	}
 	return nap;
 }
 
-/* Show in idem_sweeper_status when each database's next pass is due */
+/*
+ * Show in idem_sweeper_status when each database's next pass is due; the
+ * board keeps it for the databases whose sweepers took a status slot, and
+ * ignores the others.
+ */
 static void
 publish_schedule(void)
 {
@@ -517,9 +452,9 @@ publish_schedule(void)
 	{
 		TimestampTz due;
 
-		if (!db->has_extension || db->handle != NULL)
+		if (db->handle != NULL)
 			continue;
-		due = next_due(db);
+		due = SweepScheduleDue(&db->schedule);
 		if (due != db->published)
 		{
 			SweepBoardSetNextPass(db->dboid, due);
@@ -593,11 +528,7 @@ IdemLauncherMain(Datum main_arg)
 		long		nap;
 
 		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
+		(void) SweepScheduleReload();
 
 		reap_sweepers();
 

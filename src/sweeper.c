@@ -19,6 +19,8 @@
  *	  is not preloaded: it stays connected and runs a pass whenever its
  *	  schedule says one is due, until idem_sweeper_stop(), SIGTERM, DROP
  *	  EXTENSION or DROP DATABASE.
+ * Both are scheduled by the same rules (sweep_schedule.c): the launcher for
+ * the first kind, the sweeper itself for the second.
  *
  * After a pass that leaves a tenth of the ledger or more as dead rows, the
  * sweeper vacuums it at once.  Autovacuum would come too, but only at its
@@ -70,15 +72,13 @@
 #include "compat.h"
 #include "idempotency.h"
 #include "sweep_board.h"
+#include "sweep_schedule.h"
 #include "sweeper.h"
 
 #define SWEEPER_TYPE			"idempotency sweeper"
 
 /* A sweeper that waits between passes checks this often whether to leave */
 #define IDLE_POLL_MS			1000
-
-/* Longest back-off after failed passes */
-#define MAX_BACKOFF_MS			(10 * 60 * 1000)
 
 /*
  * After a pass, the sweeper vacuums the ledger when at least this share of it,
@@ -87,7 +87,7 @@
 #define VACUUM_DEAD_SHARE		0.1
 #define VACUUM_MIN_DEAD			1000
 
-/* How a pass ended, in more detail than the launcher needs */
+/* How a pass ended, in more detail than its schedule needs */
 typedef enum PassEnd
 {
 	PASS_DONE,					/* reached the end of the ledger */
@@ -107,7 +107,7 @@ typedef struct SweeperState
 	int			run;			/* launcher run slot, or SWEEPER_NO_RUN */
 	SweepSlot  *slot;			/* our status slot, or NULL when none free */
 	MemoryContext pass_context; /* reset at the start of each pass */
-	int			failures;		/* consecutive failed passes */
+	SweepSchedule schedule;		/* our passes, when we schedule them */
 } SweeperState;
 
 static SweeperState sweeper;
@@ -282,7 +282,7 @@ recover_from_error(void)
 	if (!canceled &&
 		(sweeper.slot != NULL ?
 		 SweepBoardFailureIsNew(sweeper.slot, edata->message) :
-		 sweeper.failures == 0))
+		 sweeper.schedule.streak == 0))
 		EmitErrorReport();
 	FlushErrorState();
 	AbortOutOfAnyTransaction();
@@ -290,7 +290,6 @@ recover_from_error(void)
 
 	if (canceled)
 		return PASS_CANCELED;
-	sweeper.failures++;
 	SweepBoardPassFailed(sweeper.slot, edata->message);
 	return PASS_FAILED;
 }
@@ -375,7 +374,7 @@ vacuum_ledger_if_needed(void)
 
 /*
  * One pass over the ledger, in batches of idempotency.sweep_batch_size, each
- * committed on its own.  Errors end the pass; the caller backs off.
+ * committed on its own.  Errors end the pass; its schedule backs off.
  */
 static PassEnd
 sweep_pass(void)
@@ -410,11 +409,7 @@ sweep_pass(void)
 			end = PASS_CANCELED;
 			break;
 		}
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
+		(void) SweepScheduleReload();
 		if (IdemSweepInterval == 0)
 		{
 			end = PASS_OFF;
@@ -466,8 +461,6 @@ sweep_pass(void)
 
 	/* The deletions are over: publish the pass */
 	if (end == PASS_DONE)
-		sweeper.failures = 0;
-	if (end == PASS_DONE)
 		SweepBoardPassDone(sweeper.slot, removed, longest_us);
 
 	/* Then vacuum the ledger, if the pass left much to vacuum */
@@ -497,7 +490,7 @@ sweep_pass(void)
 	return end;
 }
 
-/* What the launcher makes of how a pass ended */
+/* What the schedule makes of how a pass ended */
 static SweepOutcome
 outcome_of(PassEnd end)
 {
@@ -587,30 +580,16 @@ sweeper_claim_slot(void)
 		 sweeper.dbname, SweepBoardCapacity());
 }
 
-/* Milliseconds to wait after a pass, given how it ended */
-static long
-pause_after(PassEnd end)
-{
-	long		interval_ms = (long) IdemSweepInterval * 1000L;
-
-	if (end == PASS_FAILED)
-	{
-		int			shift = Min(sweeper.failures - 1, 10);
-
-		return Min(Max(interval_ms, 1000L) << shift, (long) MAX_BACKOFF_MS);
-	}
-	return interval_ms;
-}
-
 /*
- * Between two passes of a sweeper of idem_sweeper_start: wait until the next
- * is due, holding no lock, and checking each second whether it must leave
- * the database.  A pass that ended so leaves at once.
+ * Between two passes of a sweeper of idem_sweeper_start: wait until its
+ * schedule says the next is due, publishing when that is, holding no lock,
+ * and checking each second whether it must leave the database.  A pass
+ * that ended so leaves at once.
  */
 static void
 wait_for_next_pass(PassEnd end)
 {
-	TimestampTz due;
+	TimestampTz published = -1;
 
 	switch (end)
 	{
@@ -629,26 +608,17 @@ wait_for_next_pass(PassEnd end)
 		default:
 			break;
 	}
-
-	SweepBoardSetNextPass(MyDatabaseId, IdemSweepInterval > 0 ?
-						  TimestampTzPlusMilliseconds(GetCurrentTimestamp(), pause_after(end)) : 0);
+	SweepScheduleRecord(&sweeper.schedule, outcome_of(end));
 	pgstat_report_activity(STATE_IDLE, NULL);
 
-	due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), pause_after(end));
 	for (;;)
 	{
-		long		wait_ms;
+		TimestampTz due = 0;
+		long		wait_ms = IDLE_POLL_MS;
 
 		/* A cancel between passes has no pass to end */
 		(void) sweeper_take_cancel();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-			/* A new interval counts from the end of the last pass */
-			due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-											  pause_after(end));
-		}
+		(void) SweepScheduleReload();
 		if (SweeperDatabaseIsBusy(MyDatabaseId))
 		{
 			ereport(LOG,
@@ -656,18 +626,20 @@ wait_for_next_pass(PassEnd end)
 							sweeper.dbname)));
 			sweeper_leave(PASS_DATABASE_BUSY);
 		}
-		if (IdemSweepInterval > 0 && GetCurrentTimestamp() >= due)
-			return;
-
-		wait_ms = IDLE_POLL_MS;
+		if (IdemSweepInterval > 0)
+			due = SweepScheduleDue(&sweeper.schedule);
+		if (due != published)
+		{
+			SweepBoardSetNextPass(MyDatabaseId, due);
+			published = due;
+		}
 		if (IdemSweepInterval > 0)
 		{
-			long		secs;
-			int			usecs;
-
-			TimestampDifference(GetCurrentTimestamp(), due, &secs, &usecs);
-			wait_ms = Min(wait_ms, secs * 1000L + usecs / 1000 + 1);
+			wait_ms = Min(wait_ms, SweepScheduleMsUntil(due));
+			if (wait_ms == 0)
+				return;
 		}
+
 		(void) WaitLatch(MyLatch,
 						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 wait_ms, PG_WAIT_EXTENSION);
@@ -687,7 +659,7 @@ IdemSweeperMain(Datum main_arg)
 
 	memcpy(&sweeper.run, MyBgworkerEntry->bgw_extra, sizeof(int));
 	sweeper.slot = NULL;
-	sweeper.failures = 0;
+	SweepScheduleNow(&sweeper.schedule);
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -718,7 +690,7 @@ IdemSweeperMain(Datum main_arg)
 	if (sweeper.run != SWEEPER_NO_RUN)
 		sweeper_leave(sweep_pass());
 
-	/* Started by idem_sweeper_start: a pass every interval, until stopped */
+	/* Started by idem_sweeper_start: passes as they fall due, until stopped */
 	for (;;)
 		wait_for_next_pass(IdemSweepInterval > 0 ? sweep_pass() : PASS_OFF);
 }
