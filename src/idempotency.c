@@ -22,6 +22,8 @@
 
 #include "compat.h"
 #include "idempotency.h"
+#include "launcher.h"
+#include "sweep_board.h"
 
 PG_MODULE_MAGIC;
 
@@ -45,14 +47,13 @@ static shmem_request_hook_type prev_shmem_request_hook = NULL;
 
 void		_PG_init(void);
 
-/* Reserve the shared memory of the launcher and the sweepers' status */
+/* Reserve the shared memory of the sweepers' status board */
 static void
 idem_shmem_request(void)
 {
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
-	RequestAddinShmemSpace(IdemSweepShmemSize());
-	RequestAddinShmemSpace(IdemLauncherShmemSize());
+	RequestAddinShmemSpace(SweepBoardShmemSize());
 }
 
 /*

@@ -39,6 +39,7 @@ extern Interval IdemDefaultLease;
 extern Interval IdemClockOffset;
 extern int	IdemSweepInterval;		/* seconds; 0 turns sweeping off */
 extern int	IdemSweepBatchSize;
+extern bool IdemSweepVacuum;
 extern bool IdemPreloaded;
 extern bool IdemEnforceScopeGrants;
 extern Interval IdemMaxLease;
@@ -60,35 +61,5 @@ extern TimestampTz IdemTimestampPlus(TimestampTz ts, const Interval *span);
 extern void IdemFingerprint(Jsonb *request, uint8 *out);
 extern char *IdemCanonicalText(Jsonb *doc);
 
-
-/* sweeper.c / launcher.c: background workers */
-
-/* How the pass of a sweeper started by the launcher ended */
-typedef enum IdemPassOutcome
-{
-	IDEM_PASS_UNKNOWN,			/* no report: it could not connect, or died */
-	IDEM_PASS_DONE,				/* swept the whole ledger */
-	IDEM_PASS_YIELDED,			/* stepped aside: database or extension busy,
-								 * sweeping off, or another sweeper there */
-	IDEM_PASS_FAILED,			/* an error ended the pass */
-	IDEM_PASS_NO_EXTENSION		/* the database does not have the extension */
-} IdemPassOutcome;
-
-struct BackgroundWorkerHandle;
-
-extern bool IdemSweepVacuum;	/* GUC idempotency.sweep_vacuum, in idempotency.c */
-
-extern Size IdemSweepShmemSize(void);
-extern bool IdemSweeperLaunch(Oid dboid, const char *dbname, int run,
-							  struct BackgroundWorkerHandle **handle);
-extern bool IdemDatabaseIsBusy(Oid dboid);
-extern void IdemSweepSetNextPass(Oid dboid, TimestampTz next_pass);
-extern void IdemSweepForget(Oid dboid);
-extern Size IdemLauncherShmemSize(void);
-extern void IdemLauncherWake(Oid dboid);
-extern void IdemLauncherReport(int run, IdemPassOutcome outcome);
-extern void IdemRegisterLauncher(void);
-extern PGDLLEXPORT void IdemLauncherMain(Datum main_arg);
-extern PGDLLEXPORT void IdemSweeperMain(Datum main_arg);
 
 #endif							/* IDEMPOTENCY_H */

@@ -12,9 +12,9 @@
  *
  * The launcher does not keep a worker connected to each database.  Like the
  * autovacuum launcher, it starts a sweeper for one pass when a database's
- * pass is due; the sweeper connects, sweeps, reports how the pass ended in
- * a slot of the launcher's shared memory, and exits.  Between passes no
- * process is connected to the database, so:
+ * pass is due; the sweeper connects, sweeps, leaves how the pass ended in
+ * a run slot of the status board (sweep_board.c), and exits.  Between
+ * passes no process is connected to the database, so:
  *	- DROP DATABASE, ALTER DATABASE ... RENAME and CREATE DATABASE ...
  *	  TEMPLATE never find a sweeper in their way.  One that arrives during a
  *	  pass finds the sweeper gone within one batch: the sweeper checks before
@@ -24,18 +24,16 @@
  *	- DROP EXTENSION needs nothing: the next pass finds no extension, says
  *	  so, and exits with code 0;
  *	- sweepers use background worker slots only while they sweep, and at
- *	  most MAX_SWEEPERS at a time, so they never crowd out parallel query
- *	  however many databases there are.
+ *	  most SWEEP_BOARD_RUNS at a time, so they never crowd out parallel
+ *	  query however many databases there are.
  *
- * The schedule of a database follows the outcome of its last pass:
- *	done			next pass idempotency.sweep_interval after this one ended
- *	yielded			the database or the extension was busy, or sweeping was
- *					turned off: try again after one interval
- *	failed			an error (logged once by the sweeper), or the sweeper
- *					died or could not connect: back off, doubling from one
- *					interval up to ten minutes
- *	no extension	back off the same way; CREATE EXTENSION cuts the wait
- *					short, see below
+ * The schedule of a database follows the outcome of its last pass, by the
+ * rules of sweep_schedule.c, which a sweeper of idem_sweeper_start follows
+ * too: one idempotency.sweep_interval after a pass that swept or stepped
+ * aside; after failures (an error, logged once by the sweeper, or a sweeper
+ * that died or could not connect) and after finding no extension, a wait
+ * that doubles from one interval up to ten minutes or the interval,
+ * whichever is longer.  CREATE EXTENSION cuts the wait short, see below.
  * A new database is probed at once.  Sweepers are never restarted by the
  * postmaster (BGW_NEVER_RESTART): the launcher decides, so a sweeper of a
  * dropped database cannot come back in a loop.  The launcher itself is
@@ -43,15 +41,19 @@
  * sweepers when it exits.
  *
  * CREATE EXTENSION ends with idem_sweeper_wake(), which queues the database
- * in the launcher's shared memory when the transaction commits and sets the
- * launcher's latch, so the new ledger gets its sweeper right away rather
- * than after the back-off.  A database created from a template that has the
+ * in the launcher's mailbox on the status board when the transaction
+ * commits and sets the latch the launcher left there, so the new ledger
+ * gets its sweeper right away rather than after the back-off.  A database created from a template that has the
  * extension is seen when pg_database is next read, at most RESCAN_MS later.
  *
  * Settings are read again on SIGHUP: a new sweep_interval moves every
- * pending pass at once, and 0 stops launching passes (running sweepers stop
- * after their current batch).  Without preloading there is no launcher;
- * idem_sweeper_start() runs a sweeper for one database (see sweeper.c).
+ * pending pass at once, retries included, and 0 stops launching passes
+ * (running sweepers stop after their current batch).  Without preloading
+ * there is no launcher; idem_sweeper_start() runs a sweeper for one
+ * database (see sweeper_control.c).
+ *
+ * The launcher calls down into the sweeper (to register one), the
+ * schedule and the board; nothing calls into the launcher.
  *
  * src/launcher.c
  *
@@ -75,8 +77,6 @@
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
-#include "storage/shmem.h"
-#include "storage/spin.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
@@ -85,19 +85,15 @@
 #include "utils/timestamp.h"
 
 #include "idempotency.h"
-
-PG_FUNCTION_INFO_V1(idem_sweeper_wake);
+#include "launcher.h"
+#include "sweep_board.h"
+#include "sweep_schedule.h"
+#include "sweeper.h"
 
 #define LAUNCHER_TYPE			"idempotency launcher"
 
 /* Seconds before the postmaster restarts a launcher that died */
 #define LAUNCHER_RESTART_SECS	5
-
-/* Sweepers the launcher runs at the same time */
-#define MAX_SWEEPERS			3
-
-/* Databases that can wait in the wake-up queue */
-#define WAKE_QUEUE_LEN			32
 
 /* pg_database is read at least this often, to see new and dropped databases */
 #define RESCAN_MS				10000
@@ -105,20 +101,8 @@ PG_FUNCTION_INFO_V1(idem_sweeper_wake);
 /* While sweepers run, the launcher checks this often that nobody waits for them */
 #define WATCH_MS				500
 
-/* Longest nap of the launcher, and longest back-off of a database */
+/* Longest nap of the launcher */
 #define MAX_NAP_MS				60000
-#define MAX_BACKOFF_MS			(10 * 60 * 1000)
-
-/* What the launcher shares with the sweepers and with CREATE EXTENSION */
-typedef struct LauncherShared
-{
-	slock_t		mutex;			/* protects everything below */
-	Latch	   *latch;			/* the running launcher's, or NULL */
-	bool		wake_all;		/* the queue overflowed: probe every database */
-	int			nwake;
-	Oid			wake[WAKE_QUEUE_LEN];	/* databases that gained the extension */
-	IdemPassOutcome outcome[MAX_SWEEPERS];	/* per run slot, set by the sweeper */
-} LauncherShared;
 
 /* The launcher's schedule of one database */
 typedef struct LauncherDb
@@ -127,141 +111,15 @@ typedef struct LauncherDb
 	NameData	dbname;
 	bool		seen;			/* found in the last read of pg_database */
 	bool		has_extension;	/* the last pass found the extension */
-	int			streak;			/* passes in a row that failed or found none */
-	TimestampTz last_done;		/* end of the last completed pass, or 0 */
-	TimestampTz not_before;		/* no pass before this time */
+	SweepSchedule schedule;		/* when its next pass is due */
 	TimestampTz published;		/* next pass as last shown in the status */
 	int			run;			/* run slot of its running sweeper, or -1 */
 	BackgroundWorkerHandle *handle;
 	bool		terminating;	/* we asked that sweeper to stop */
 } LauncherDb;
 
-static LauncherShared *shared = NULL;
 static HTAB *databases = NULL;
-static bool run_busy[MAX_SWEEPERS];
-
-/* Database to wake the launcher for when the current transaction commits */
-static Oid	wake_at_commit_db = InvalidOid;
-static bool wake_callback_registered = false;
-
-/* Shared memory of the launcher, reserved when preloading */
-Size
-IdemLauncherShmemSize(void)
-{
-	return MAXALIGN(sizeof(LauncherShared));
-}
-
-static LauncherShared *
-launcher_attach(void)
-{
-	bool		found;
-
-	if (shared != NULL)
-		return shared;
-
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	shared = ShmemInitStruct("idempotency launcher", IdemLauncherShmemSize(),
-							 &found);
-	if (!found)
-	{
-		memset(shared, 0, IdemLauncherShmemSize());
-		SpinLockInit(&shared->mutex);
-	}
-	LWLockRelease(AddinShmemInitLock);
-	return shared;
-}
-
-/*
- * Ask the launcher to sweep a database now: it gained the extension, or
- * idem_sweeper_start() was called.  Does nothing without preloading.
- */
-void
-IdemLauncherWake(Oid dboid)
-{
-	Latch	   *latch;
-	bool		queued = false;
-
-	if (!IdemPreloaded)
-		return;
-	launcher_attach();
-
-	SpinLockAcquire(&shared->mutex);
-	for (int i = 0; i < shared->nwake; i++)
-	{
-		if (shared->wake[i] == dboid)
-			queued = true;
-	}
-	if (!queued)
-	{
-		if (shared->nwake < WAKE_QUEUE_LEN)
-			shared->wake[shared->nwake++] = dboid;
-		else
-			shared->wake_all = true;
-	}
-	latch = shared->latch;
-	SpinLockRelease(&shared->mutex);
-
-	if (latch != NULL)
-		SetLatch(latch);
-}
-
-/* A sweeper started by the launcher says how its pass ended */
-void
-IdemLauncherReport(int run, IdemPassOutcome outcome)
-{
-	if (run < 0 || run >= MAX_SWEEPERS)
-		return;
-	launcher_attach();
-	SpinLockAcquire(&shared->mutex);
-	shared->outcome[run] = outcome;
-	SpinLockRelease(&shared->mutex);
-}
-
-/* Wake the launcher once the transaction that created the extension commits */
-static void
-wake_at_commit(XactEvent event, void *arg)
-{
-	switch (event)
-	{
-		case XACT_EVENT_COMMIT:
-		case XACT_EVENT_PARALLEL_COMMIT:
-			if (OidIsValid(wake_at_commit_db))
-				IdemLauncherWake(wake_at_commit_db);
-			wake_at_commit_db = InvalidOid;
-			break;
-		case XACT_EVENT_ABORT:
-		case XACT_EVENT_PARALLEL_ABORT:
-		case XACT_EVENT_PREPARE:
-			wake_at_commit_db = InvalidOid;
-			break;
-		default:
-			break;
-	}
-}
-
-/*
- * idem_sweeper_wake() returns boolean
- *
- * Called at the end of CREATE EXTENSION: when the library is preloaded,
- * tells the launcher, as soon as the transaction commits, that the current
- * database has a ledger to sweep.  Returns whether a launcher will be told.
- */
-Datum
-idem_sweeper_wake(PG_FUNCTION_ARGS)
-{
-	if (!IdemPreloaded)
-		PG_RETURN_BOOL(false);
-
-	/* Attach now: the commit callback must not fail */
-	launcher_attach();
-	if (!wake_callback_registered)
-	{
-		RegisterXactCallback(wake_at_commit, NULL);
-		wake_callback_registered = true;
-	}
-	wake_at_commit_db = MyDatabaseId;
-	PG_RETURN_BOOL(true);
-}
+static bool run_busy[SWEEP_BOARD_RUNS];
 
 /*
  * Register the launcher with the postmaster; called from _PG_init while the
@@ -287,39 +145,6 @@ IdemRegisterLauncher(void)
 	RegisterBackgroundWorker(&worker);
 }
 
-/* Interval between passes, in milliseconds */
-static int64
-interval_ms(void)
-{
-	return (int64) IdemSweepInterval * 1000;
-}
-
-/*
- * Wait before the next try after streak passes in a row that failed or found
- * no extension: one interval, doubling, up to ten minutes (or one interval,
- * when that is longer).
- */
-static int64
-backoff_ms(int streak)
-{
-	int64		base = Max(interval_ms(), 1000);
-	int64		cap = Max(interval_ms(), MAX_BACKOFF_MS);
-	int			shift = Min(Max(streak - 1, 0), 16);
-
-	return Min(base << shift, cap);
-}
-
-/* When the next pass of a database is due */
-static TimestampTz
-next_due(LauncherDb *db)
-{
-	TimestampTz due = db->not_before;
-
-	if (db->last_done != 0)
-		due = Max(due, TimestampTzPlusMilliseconds(db->last_done, interval_ms()));
-	return due;
-}
-
 /* True when a pass is due in a database that has no sweeper running */
 static bool
 any_due(void)
@@ -333,7 +158,7 @@ any_due(void)
 	hash_seq_init(&seq, databases);
 	while ((db = hash_seq_search(&seq)) != NULL)
 	{
-		if (db->handle == NULL && db->seen && next_due(db) <= now)
+		if (db->handle == NULL && db->seen && SweepScheduleDue(&db->schedule) <= now)
 		{
 			hash_seq_term(&seq);
 			return true;
@@ -351,7 +176,7 @@ forget_database(LauncherDb *db)
 	if (db->handle != NULL)
 		pfree(db->handle);
 	hash_search(databases, &dboid, HASH_REMOVE, NULL);
-	IdemSweepForget(dboid);
+	SweepBoardForget(dboid);
 }
 
 /*
@@ -391,9 +216,7 @@ scan_databases(void)
 		if (!found)
 		{
 			db->has_extension = false;
-			db->streak = 0;
-			db->last_done = 0;
-			db->not_before = 0;
+			SweepScheduleNow(&db->schedule);
 			db->published = 0;
 			db->run = -1;
 			db->handle = NULL;
@@ -426,19 +249,12 @@ scan_databases(void)
 static bool
 take_wake_requests(void)
 {
-	Oid			wake[WAKE_QUEUE_LEN];
+	Oid			wake[SWEEP_BOARD_REQUESTS];
 	int			nwake;
 	bool		wake_all;
 	LauncherDb *db;
 
-	SpinLockAcquire(&shared->mutex);
-	nwake = shared->nwake;
-	memcpy(wake, shared->wake, sizeof(Oid) * nwake);
-	wake_all = shared->wake_all;
-	shared->nwake = 0;
-	shared->wake_all = false;
-	SpinLockRelease(&shared->mutex);
-
+	nwake = SweepBoardTakeRequests(wake, &wake_all);
 	if (nwake == 0 && !wake_all)
 		return false;
 
@@ -453,55 +269,27 @@ take_wake_requests(void)
 		while ((db = hash_seq_search(&seq)) != NULL)
 		{
 			if (!db->has_extension)
-			{
-				db->streak = 0;
-				db->not_before = 0;
-			}
+				SweepScheduleNow(&db->schedule);
 		}
 	}
 	for (int i = 0; i < nwake; i++)
 	{
 		db = hash_search(databases, &wake[i], HASH_FIND, NULL);
 		if (db != NULL)
-		{
-			db->streak = 0;
-			db->last_done = 0;
-			db->not_before = 0;
-		}
+			SweepScheduleNow(&db->schedule);
 	}
 	return true;
 }
 
 /* Schedule the next pass of a database from how its sweeper's pass ended */
 static void
-pass_ended(LauncherDb *db, IdemPassOutcome outcome)
+pass_ended(LauncherDb *db, SweepOutcome outcome)
 {
-	TimestampTz now = GetCurrentTimestamp();
-
-	switch (outcome)
-	{
-		case IDEM_PASS_DONE:
-			db->has_extension = true;
-			db->streak = 0;
-			db->last_done = now;
-			db->not_before = 0;
-			break;
-		case IDEM_PASS_YIELDED:
-			db->not_before = TimestampTzPlusMilliseconds(now, Max(interval_ms(), 1000));
-			break;
-		case IDEM_PASS_NO_EXTENSION:
-			db->has_extension = false;
-			db->last_done = 0;
-			db->published = 0;
-			db->streak++;
-			db->not_before = TimestampTzPlusMilliseconds(now, backoff_ms(db->streak));
-			break;
-		case IDEM_PASS_FAILED:
-		case IDEM_PASS_UNKNOWN:
-			db->streak++;
-			db->not_before = TimestampTzPlusMilliseconds(now, backoff_ms(db->streak));
-			break;
-	}
+	if (outcome == SWEEP_DONE)
+		db->has_extension = true;
+	else if (outcome == SWEEP_NO_EXTENSION)
+		db->has_extension = false;
+	SweepScheduleRecord(&db->schedule, outcome);
 }
 
 /* Notice the sweepers that have exited, and read how their pass ended */
@@ -516,7 +304,7 @@ reap_sweepers(void)
 	{
 		pid_t		pid;
 		BgwHandleStatus status;
-		IdemPassOutcome outcome;
+		SweepOutcome outcome;
 
 		if (db->handle == NULL)
 			continue;
@@ -526,9 +314,7 @@ reap_sweepers(void)
 		if (status != BGWH_STOPPED)
 			continue;
 
-		SpinLockAcquire(&shared->mutex);
-		outcome = shared->outcome[db->run];
-		SpinLockRelease(&shared->mutex);
+		outcome = SweepBoardRunOutcome(db->run);
 
 		run_busy[db->run] = false;
 		db->run = -1;
@@ -562,7 +348,7 @@ watch_sweepers(void)
 		if (db->handle == NULL)
 			continue;
 		running = true;
-		if (!db->terminating && IdemDatabaseIsBusy(db->dboid))
+		if (!db->terminating && SweeperDatabaseIsBusy(db->dboid))
 		{
 			TerminateBackgroundWorker(db->handle);
 			db->terminating = true;
@@ -592,7 +378,7 @@ launch_due_sweepers(void)
 		LauncherDb *earliest = NULL;
 		int			run = -1;
 
-		for (int i = 0; i < MAX_SWEEPERS; i++)
+		for (int i = 0; i < SWEEP_BOARD_RUNS; i++)
 		{
 			if (!run_busy[i])
 			{
@@ -606,37 +392,30 @@ launch_due_sweepers(void)
 		{
 			if (db->handle != NULL || !db->seen)
 				continue;
-			if (earliest == NULL || next_due(db) < next_due(earliest))
+			if (earliest == NULL ||
+				SweepScheduleDue(&db->schedule) <
+				SweepScheduleDue(&earliest->schedule))
 				earliest = db;
 		}
 		if (earliest == NULL)
 			break;
-		if (next_due(earliest) > now || run < 0)
+		if (SweepScheduleDue(&earliest->schedule) > now || run < 0)
 		{
 			if (run >= 0)
-			{
-				long		secs;
-				int			usecs;
-
-				TimestampDifference(now, next_due(earliest), &secs, &usecs);
-				nap = Min(nap, secs * 1000L + usecs / 1000 + 1);
-			}
+				nap = Min(nap, SweepScheduleMsUntil(SweepScheduleDue(&earliest->schedule)));
 			break;
 		}
 
 		db = earliest;
-		if (IdemDatabaseIsBusy(db->dboid))
+		if (SweeperDatabaseIsBusy(db->dboid))
 		{
 			/* DROP DATABASE or the like is under way: stay out of its way */
-			db->not_before = TimestampTzPlusMilliseconds(now, Max(interval_ms(), 1000));
+			SweepScheduleRecord(&db->schedule, SWEEP_YIELDED);
 			continue;
 		}
 
-		SpinLockAcquire(&shared->mutex);
-		shared->outcome[run] = IDEM_PASS_UNKNOWN;
-		SpinLockRelease(&shared->mutex);
-
-		if (!IdemSweeperLaunch(db->dboid, NameStr(db->dbname), run, &db->handle))
+		SweepBoardRunStarting(run);
+		if (!SweeperLaunch(db->dboid, NameStr(db->dbname), run, &db->handle))
 		{
 			db->handle = NULL;
 			if (!warned_no_worker)
@@ -645,17 +424,23 @@ launch_due_sweepers(void)
 						 errmsg("idempotency launcher could not start a sweeper: no background worker slot is free"),
 						 errhint("Raise max_worker_processes.")));
 			warned_no_worker = true;
-			db->not_before = TimestampTzPlusMilliseconds(now, Max(interval_ms(), 1000));
+			SweepScheduleRecord(&db->schedule, SWEEP_YIELDED);
 			continue;
 		}
 		warned_no_worker = false;
 		db->run = run;
 		run_busy[run] = true;
+		/* The sweeper clears the next pass it shows; publish it again after */
+		db->published = 0;
 	}
 	return nap;
 }
 
-/* Show in idem_sweeper_status when each database's next pass is due */
+/*
+ * Show in idem_sweeper_status when each database's next pass is due; the
+ * board keeps it for the databases whose sweepers took a status slot, and
+ * ignores the others.
+ */
 static void
 publish_schedule(void)
 {
@@ -667,12 +452,12 @@ publish_schedule(void)
 	{
 		TimestampTz due;
 
-		if (!db->has_extension || db->handle != NULL)
+		if (db->handle != NULL)
 			continue;
-		due = next_due(db);
+		due = SweepScheduleDue(&db->schedule);
 		if (due != db->published)
 		{
-			IdemSweepSetNextPass(db->dboid, due);
+			SweepBoardSetNextPass(db->dboid, due);
 			db->published = due;
 		}
 	}
@@ -694,9 +479,7 @@ launcher_on_exit(int code, Datum arg)
 				TerminateBackgroundWorker(db->handle);
 		}
 	}
-	SpinLockAcquire(&shared->mutex);
-	shared->latch = NULL;
-	SpinLockRelease(&shared->mutex);
+	SweepBoardSetLauncher(NULL);
 }
 
 /*
@@ -732,10 +515,7 @@ IdemLauncherMain(Datum main_arg)
 							HASH_ELEM | HASH_BLOBS);
 	memset(run_busy, 0, sizeof(run_busy));
 
-	launcher_attach();
-	SpinLockAcquire(&shared->mutex);
-	shared->latch = MyLatch;
-	SpinLockRelease(&shared->mutex);
+	SweepBoardSetLauncher(MyLatch);
 	before_shmem_exit(launcher_on_exit, (Datum) 0);
 
 	ereport(LOG, (errmsg("idempotency launcher started")));
@@ -748,11 +528,7 @@ IdemLauncherMain(Datum main_arg)
 		long		nap;
 
 		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
+		(void) SweepScheduleReload();
 
 		reap_sweepers();
 
