@@ -23,8 +23,10 @@
 #
 # Several majors (PG_VERSIONS): 15 runs on this machine, any other major inside
 # its root (scripts/postgres.sh, made first when missing; needs root or sudo).
-# Then, when 15 and newer majors are listed, the suite "upgrade" moves a filled
-# ledger from 15 to each (test/upgrade/run.sh).  One summary row per major.
+# When 15 and newer majors are listed, the suite "upgrade" also moves a filled
+# ledger from 15 to each (test/upgrade/run.sh).  These runs go side by side,
+# IDEM_JOBS (3) at a time; each one's output is shown when all are done, then
+# one summary row for each.
 #
 # The last line is "N passed, M failed" for everything that ran; a major run
 # for a matrix closes with "pgNN: N passed, M failed" instead.  The exit status
@@ -199,45 +201,71 @@ major_cmd() {
 		PG_CONFIG="/usr/lib/postgresql/$1/bin/pg_config" bash /src/scripts/test.sh)
 }
 
+# job NAME SECS CMD...: run CMD in the background, IDEM_JOBS at a time, for at
+# most SECS seconds; its output goes to $WORK/NAME.log, "STATUS SECONDS" to NAME.rc.
+job() {
+	local name=$1 secs=$2
+	shift 2
+	while [ "$(jobs -rp | wc -l)" -ge "${IDEM_JOBS:-3}" ]; do wait -n; done
+	echo "test: $name started"
+	(
+		t0=$SECONDS
+		timeout -k 30 "$secs" "$@" >"$WORK/$name.log" 2>&1
+		echo "$? $((SECONDS - t0))" >"$WORK/$name.rc"
+		echo "test: $name finished after $((SECONDS - t0))s"
+	) &
+}
+
 matrix() {
-	local v t0 rc s log=$WORK/matrix.log
+	local v name rc secs s
+	local -a upgrades=()
 	SUDO=()
 	[ "$(id -u)" -eq 0 ] || SUDO=(sudo -n)
 	section "matrix: PostgreSQL $PG_VERSIONS"
 	if [ "${IDEM_SKIP_DEPS:-0}" != 1 ]; then
 		bash "$ROOT/scripts/deps.sh" || fatal deps
 	fi
-	# The roots are made side by side, before any test runs.
+	# The roots first, side by side; then every major and every move from 15.
 	for v in $PG_VERSIONS; do
 		[ "$v" = 15 ] || "${SUDO[@]}" bash "$ROOT/scripts/postgres.sh" "$v" &
 	done
 	wait
 	for v in $PG_VERSIONS; do
-		t0=$SECONDS
-		section "PostgreSQL $v"
 		major_cmd "$v"
-		timeout -k 30 $((BUDGET + 600)) "${CMD[@]}" | tee "$log"
-		rc=${PIPESTATUS[0]}
-		s=$(grep -E "^pg$v: [0-9]+ passed, [0-9]+ failed$" "$log" | tail -n 1)
-		P=0 F=0 NOTE=
+		job "pg$v" $((BUDGET + 600)) "${CMD[@]}"
+	done
+	if [[ " $PG_VERSIONS " == *" 15 "* ]]; then
+		for v in $PG_VERSIONS; do
+			[ "$v" -le 15 ] || upgrades+=("$v")
+		done
+	fi
+	for v in "${upgrades[@]}"; do
+		job "up15-$v" "${IDEM_T_UPGRADE:-300}" env IDEM_UPGRADE_PORT=$((56000 + 20 * v)) \
+			bash "$ROOT/test/upgrade/run.sh" 15 "$v"
+	done
+	wait
+	for v in $PG_VERSIONS; do
+		section "PostgreSQL $v"
+		cat "$WORK/pg$v.log"
+		read -r rc secs <"$WORK/pg$v.rc"
+		s=$(grep -E "^pg$v: [0-9]+ passed, [0-9]+ failed$" "$WORK/pg$v.log" | tail -n 1)
+		P=0 F=0
 		[ -z "$s" ] || read -r _ P _ F _ <<<"${s//,/}"
+		NOTE=$(awk '/^=+ summary =+$/ { on = 1 } on && $2 == "FAIL" { printf "%s ", $1 }' "$WORK/pg$v.log")
 		if [ "$rc" -ne 0 ] && [ "$F" -eq 0 ]; then
 			F=1
 			NOTE="exit status $rc"
 		fi
-		row "pg$v" "$P" "$F" "$((SECONDS - t0))" "$NOTE"
+		row "pg$v" "$P" "$F" "$secs" "${NOTE:+failed: $NOTE}"
 	done
-	if [[ " $PG_VERSIONS " == *" 15 "* ]]; then
-		for v in $PG_VERSIONS; do
-			[ "$v" -gt 15 ] || continue
-			t0=$SECONDS
-			section "upgrade: 15 to $v (test/upgrade/run.sh)"
-			timeout -k 30 "${IDEM_T_UPGRADE:-300}" bash "$ROOT/test/upgrade/run.sh" 15 "$v" | tee "$log"
-			rc=${PIPESTATUS[0]}
-			counts prove "$log" "$rc"
-			row "up15-$v" "$P" "$F" "$((SECONDS - t0))" "$NOTE"
-		done
-	fi
+	for v in "${upgrades[@]}"; do
+		name=up15-$v
+		section "upgrade: 15 to $v (test/upgrade/run.sh)"
+		cat "$WORK/$name.log"
+		read -r rc secs <"$WORK/$name.rc"
+		counts prove "$WORK/$name.log" "$rc"
+		row "$name" "$P" "$F" "$secs" "$NOTE"
+	done
 	unset IDEM_LABEL
 	finish
 }

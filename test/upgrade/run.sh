@@ -13,11 +13,15 @@
 # loaded.  The last output is pg_prove's on NEW; the exit status is non-zero
 # when anything failed.
 #
-# Environment: PG_CONFIG (15's; as for scripts/server.sh), IDEM_ROOTS.
+# Environment: PG_CONFIG (15's; as for scripts/server.sh), IDEM_ROOTS,
+# IDEM_UPGRADE_PORT (56200: the first port to try for the two servers).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-[ $# -eq 2 ] && [ "$1" = 15 ] || { echo "usage: bash test/upgrade/run.sh 15 NEW" >&2; exit 2; }
+if [ $# -ne 2 ] || [ "$1" != 15 ]; then
+	echo "usage: bash test/upgrade/run.sh 15 NEW" >&2
+	exit 2
+fi
 NEW=$2
 BIN=$("${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}" --bindir)
 NEWBIN=/usr/lib/postgresql/$NEW/bin
@@ -42,7 +46,7 @@ free_port() {
 # Run a command of the new major inside its root.
 in_new() { "${SUDO[@]}" bash "$ROOT/scripts/postgres.sh" "$NEW" run "$@"; }
 
-P_OLD=$(free_port 56200)
+P_OLD=$(free_port "${IDEM_UPGRADE_PORT:-56200}")
 P_NEW=$(free_port $((P_OLD + 1)))
 # shellcheck disable=SC2064 # the ports are known now
 trap "bash '$ROOT/scripts/server.sh' stop $P_OLD; bash '$ROOT/scripts/server.sh' stop $P_NEW" EXIT
@@ -53,9 +57,10 @@ old_psql() { "$BIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$P_OLD" -
 
 log "filling upg_logged and upg_unlogged on 15"
 for db in upg_logged upg_unlogged; do
+	unlogged=off
+	[ "$db" = upg_logged ] || unlogged=on
 	old_psql -d postgres -c "CREATE DATABASE $db"
-	old_psql -d "$db" -v unlogged=$([ $db = upg_unlogged ] && echo on || echo off) \
-		-f "$ROOT/test/upgrade/fill.sql" >/dev/null
+	old_psql -d "$db" -v unlogged=$unlogged -f "$ROOT/test/upgrade/fill.sql" >/dev/null
 done
 VARS=(-S "digest_logged=$(old_psql -d upg_logged -c 'SELECT ledger_digest()')"
 	-S "digest_unlogged=$(old_psql -d upg_unlogged -c 'SELECT ledger_digest()')")
