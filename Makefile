@@ -3,7 +3,11 @@
 EXTENSION = idempotency idempotency_tap
 MODULE_big = idempotency
 OBJS = src/idempotency.o src/ledger.o src/ledger_direct.o src/fingerprint.o src/launcher.o src/sweeper.o
-DATA = idempotency--1.0.sql idempotency_tap--1.0.sql
+OBJS += src/scope_guard.o
+# install scripts are frozen once released; each later version is an upgrade
+# script, which CREATE EXTENSION applies after the 1.0 install script
+DATA = idempotency--1.0.sql idempotency--1.0--1.1.sql \
+	idempotency_tap--1.0.sql idempotency_tap--1.0--1.1.sql
 PGFILEDESC = "idempotency - idempotency keys inside PostgreSQL"
 
 PG_CFLAGS += -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare \
@@ -11,10 +15,12 @@ PG_CFLAGS += -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare \
 
 # pg_regress: one file per behaviour, in sql/ and expected/
 REGRESS = begin finish fail once key fingerprint sweep guc logged security input inheritance constraints rewrite own_attempt
+REGRESS += upgrade scope_grants
 REGRESS_OPTS = --inputdir=.
 
 # isolation specs: test/specs/*.spec with test/expected/*.out
 ISOLATION = wait_replay wait_abort nowait lease_takeover once_race
+ISOLATION += scope_grants_cache
 ISOLATION_OPTS = --inputdir=test
 
 # Perl TAP tests: test/t/*.pl (PostgreSQL::Test::Cluster)

@@ -2,7 +2,8 @@
 -- NOT NULL added to the ledger sends calls through the SQL path, which
 -- raises the constraint's error; a publication that replicates updates
 -- needs a replica identity.
-CREATE EXTENSION IF NOT EXISTS idempotency;
+CREATE EXTENSION idempotency;
+\set VERBOSITY terse
 
 ALTER TABLE idem_ledger ADD CONSTRAINT key_short CHECK (length(key) <= 8);
 SELECT outcome FROM idem_begin('this-key-is-too-long');
@@ -12,12 +13,14 @@ SELECT idem_once('this-key-is-too-long');
 SELECT outcome FROM idem_begin('short');
 SELECT count(*) AS rows FROM idem_ledger;
 ALTER TABLE idem_ledger DROP CONSTRAINT key_short;
+TRUNCATE idem_ledger;
 
 -- NOT NULL on a column the extension leaves NULL for an attempt in progress
 ALTER TABLE idem_ledger ALTER COLUMN status SET NOT NULL;
 SELECT outcome FROM idem_begin('no-status');
 \echo :SQLSTATE
 SELECT idem_once('no-status-once') AS first;
+\echo :SQLSTATE
 ALTER TABLE idem_ledger ALTER COLUMN status DROP NOT NULL;
 SELECT key FROM idem_ledger WHERE key LIKE 'no-status%' ORDER BY key;
 
@@ -36,7 +39,7 @@ ALTER TABLE idem_ledger ALTER COLUMN state SET NOT NULL;
 
 -- A publication of updates with no replica identity: finishing is refused
 -- on either path, as an UPDATE would be
-SET client_min_messages = warning;
+SET client_min_messages = error;
 CREATE PUBLICATION idem_pub FOR TABLE idem_ledger;
 RESET client_min_messages;
 ALTER TABLE idem_ledger REPLICA IDENTITY NOTHING;
@@ -52,4 +55,4 @@ SELECT (idem_finish('published', '{}')).outcome;
 COMMIT;
 DROP PUBLICATION idem_pub;
 
-TRUNCATE idem_ledger;
+DROP EXTENSION idempotency;

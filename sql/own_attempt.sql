@@ -1,6 +1,6 @@
 -- A transaction's own attempt holds its key until the transaction ends:
 -- its lease lapses only once it is committed.
-CREATE EXTENSION IF NOT EXISTS idempotency;
+CREATE EXTENSION idempotency;
 
 BEGIN;
 SELECT outcome, attempt FROM idem_begin('own', lease => '1 minute');
@@ -38,4 +38,4 @@ SET idempotency.default_ttl = '36001 days';
 \echo :SQLSTATE
 RESET idempotency.default_ttl;
 
-TRUNCATE idem_ledger;
+DROP EXTENSION idempotency;

@@ -23,6 +23,7 @@
 #include "commands/vacuum.h"
 #include "executor/executor.h"
 #include "nodes/bitmapset.h"
+#include "parser/parse_relation.h"
 #include "pgstat.h"
 #include "storage/bufmgr.h"
 #include "utils/guc.h"
@@ -34,15 +35,22 @@
 
 /*
  * An executor range table of one relation, the ledger, for index
- * maintenance.  Permission checks do not apply (16+ keeps them apart).
+ * maintenance, as logical replication builds one.  From 16 on, an update's
+ * index maintenance asks the relation's permission entry which columns
+ * changed, so there must be one (no permission is checked).
  */
 static inline void
 IdemInitRangeTable(EState *estate, RangeTblEntry *rte)
 {
+#if PG_VERSION_NUM >= 160000
+	List	   *perminfos = NIL;
+
+	addRTEPermissionInfo(&perminfos, rte);
+#endif
 #if PG_VERSION_NUM >= 180000
-	ExecInitRangeTable(estate, list_make1(rte), NIL, bms_make_singleton(1));
+	ExecInitRangeTable(estate, list_make1(rte), perminfos, bms_make_singleton(1));
 #elif PG_VERSION_NUM >= 160000
-	ExecInitRangeTable(estate, list_make1(rte), NIL);
+	ExecInitRangeTable(estate, list_make1(rte), perminfos);
 #else
 	ExecInitRangeTable(estate, list_make1(rte));
 #endif
@@ -129,6 +137,10 @@ IdemIndexBeginScan(Relation heap, Relation index, Snapshot snapshot, int nkeys)
 static inline void
 IdemVacuum(List *relations, VacuumParams *params, MemoryContext cxt)
 {
+#if PG_VERSION_NUM >= 160000
+	/* 16 made processing the table itself an option (PROCESS_MAIN) */
+	params->options |= VACOPT_PROCESS_MAIN;
+#endif
 #if PG_VERSION_NUM >= 180000
 	params->max_eager_freeze_failure_rate = vacuum_max_eager_freeze_failure_rate;
 #endif

@@ -33,10 +33,13 @@ int			IdemSweepInterval = 60;
 int			IdemSweepBatchSize = 10000;
 bool		IdemSweepVacuum = true;
 bool		IdemPreloaded = false;
+bool		IdemEnforceScopeGrants = false;
+Interval	IdemMaxLease = {0, 0, IDEM_MAX_INTERVAL_YEARS * MONTHS_PER_YEAR};
 
 static char *default_ttl_text = NULL;
 static char *default_lease_text = NULL;
 static char *clock_offset_text = NULL;
+static char *max_lease_text = NULL;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 
@@ -193,6 +196,12 @@ assign_clock_offset(const char *newval, void *extra)
 	IdemClockOffset = *(Interval *) extra;
 }
 
+static void
+assign_max_lease(const char *newval, void *extra)
+{
+	IdemMaxLease = *(Interval *) extra;
+}
+
 /*
  * The ledger clock: the wall clock moved by idempotency.clock_offset, so that
  * tests can step past a TTL or a lease without sleeping.
@@ -272,6 +281,24 @@ _PG_init(void)
 							 PGC_SUSET,
 							 0,
 							 NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("idempotency.enforce_scope_grants",
+							 "Lets a role use only the scopes granted to it in idem_scope_grants.",
+							 "Superusers may use every scope.",
+							 &IdemEnforceScopeGrants,
+							 false,
+							 PGC_SUSET,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomStringVariable("idempotency.max_lease",
+							   "Longest lease idem_begin accepts, given as its argument or by idempotency.default_lease.",
+							   NULL,
+							   &max_lease_text,
+							   "100 years",
+							   PGC_SUSET,
+							   0,
+							   check_positive_interval, assign_max_lease, NULL);
 
 	MarkGUCPrefixReserved("idempotency");
 

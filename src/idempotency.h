@@ -40,6 +40,8 @@ extern Interval IdemClockOffset;
 extern int	IdemSweepInterval;		/* seconds; 0 turns sweeping off */
 extern int	IdemSweepBatchSize;
 extern bool IdemPreloaded;
+extern bool IdemEnforceScopeGrants;
+extern Interval IdemMaxLease;
 
 /* What IdemCheckInterval finds wrong with a ttl, lease or clock offset */
 typedef enum IdemIntervalCheck

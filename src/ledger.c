@@ -36,6 +36,7 @@
 
 #include "idempotency.h"
 #include "ledger.h"
+#include "scope_guard.h"
 
 PG_FUNCTION_INFO_V1(idem_begin);
 PG_FUNCTION_INFO_V1(idem_finish);
@@ -749,6 +750,8 @@ idem_begin(PG_FUNCTION_ARGS)
 		IdemFingerprint(PG_GETARG_JSONB_P(1), args.fingerprint);
 
 	nspid = caller_namespace(fcinfo);
+	ScopeGuardCheck(nspid, args.scope);
+	ScopeGuardCheckLease(&args.lease, !PG_ARGISNULL(4));
 	now = IdemNow();
 
 	/* The common cases, without SPI: a first attempt, a replay, a live hold */
@@ -1014,6 +1017,7 @@ idem_finish(PG_FUNCTION_ARGS)
 	response = PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1);
 
 	nspid = caller_namespace(fcinfo);
+	ScopeGuardCheck(nspid, scope);
 	now = IdemNow();
 
 	/* The common case, without SPI: finishing an attempt begun in this transaction */
@@ -1071,6 +1075,7 @@ idem_fail(PG_FUNCTION_ARGS)
 
 	key = validated_key(fcinfo, 0);
 	scope = validated_scope(fcinfo, 1);
+	ScopeGuardCheck(caller_namespace(fcinfo), scope);
 
 	now = IdemNow();
 	nestlevel = ledger_connect();
@@ -1117,6 +1122,7 @@ idem_once(PG_FUNCTION_ARGS)
 	args.has_request = false;
 
 	nspid = caller_namespace(fcinfo);
+	ScopeGuardCheck(nspid, args.scope);
 	now = IdemNow();
 
 	/* The common cases, without SPI: a first delivery or a live record */

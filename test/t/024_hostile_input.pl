@@ -84,7 +84,7 @@ INSERT INTO hv_interval VALUES
  (4, 'minus one hour', '-1 hour', '22023'),
  (5, 'one microsecond', '1 microsecond', 'ok'),
  (6, 'one month minus 30 days', '1 month -30 days', '22023'),
- (7, 'one month minus 29 days', '1 month -29 days', 'ok'),
+ (7, 'one month minus 29 days', '1 month -29 days', '22023'),
  (8, 'one day minus 86400 seconds', '1 day -86400 seconds', '22023'),
  (9, '100 years', '100 years', 'ok'),
  (10, '100 years and a microsecond', '100 years 1 microsecond', '22023'),
@@ -93,7 +93,7 @@ INSERT INTO hv_interval VALUES
  (13, 'int32 max days', '2147483647 days', '22023'),
  (14, 'int32 min days', '-2147483648 days', '22023'),
  (15, 'most microseconds', '2562047788:00:54.775807', '22023'),
- (16, 'mixed signs', '-1 year 400 days', 'ok');
+ (16, 'mixed signs', '-1 year 400 days', '22023');
 
 CREATE TABLE hv_int (n int PRIMARY KEY, label text, v int);
 INSERT INTO hv_int VALUES
@@ -280,6 +280,7 @@ for my $f (@functions)
 }
 
 # Every function of the extension, present and future, with every argument NULL
+# (trigger functions aside: SQL cannot call them)
 my @all = split /\n/,
   $node->safe_psql(
 	'postgres', q{
@@ -289,6 +290,7 @@ my @all = split /\n/,
 	  FROM pg_proc p JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid
 	 WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
 	   AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'idempotency')
+	   AND p.prorettype <> 'trigger'::regtype
 	 ORDER BY 1});
 my @wrong;
 for my $f (@all)

@@ -31,7 +31,7 @@ my $one_winner = 0;
 for my $round (1 .. $rounds)
 {
 	my (@in, @out, @h);
-	my $deadline = time() + 20;
+	my $deadline = time() + 10;
 	for my $i (0 .. $sessions - 1)
 	{
 		$in[$i] = "BEGIN;\nSELECT 'R:' || outcome FROM idem_begin('race-$round', wait => false);\n";

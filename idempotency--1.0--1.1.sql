@@ -1,0 +1,48 @@
+/* idempotency--1.0--1.1.sql */
+
+-- complain if script is sourced in psql, rather than via ALTER EXTENSION
+\echo Use "ALTER EXTENSION idempotency UPDATE TO '1.1'" to load this file. \quit
+
+-- Scopes as boundaries.  With idempotency.enforce_scope_grants on, a role
+-- may use a scope only when it has the privileges of a role granted a
+-- prefix of that scope here; superusers may use every scope.  The extension's
+-- owner manages the table.  idem_begin, idem_finish, idem_fail and idem_once
+-- check it in C before they touch the ledger, through a copy kept in each
+-- backend that the trigger below invalidates.
+CREATE TABLE @extschema@.idem_scope_grants (
+    scope_prefix text    NOT NULL,
+    grantee      regrole NOT NULL,
+    CONSTRAINT idem_scope_grants_pkey PRIMARY KEY (scope_prefix, grantee)
+);
+
+COMMENT ON TABLE @extschema@.idem_scope_grants IS
+'Which roles may use which scopes while idempotency.enforce_scope_grants is on: a role may use a scope that starts with a prefix granted to a role it has the privileges of';
+COMMENT ON COLUMN @extschema@.idem_scope_grants.scope_prefix IS
+'Scopes that start with these bytes are granted; end it with a separator (''tenant-1:''), since ''tenant-1'' also covers ''tenant-10''; '''' grants every scope';
+COMMENT ON COLUMN @extschema@.idem_scope_grants.grantee IS
+'The role granted the prefix; every role that has its privileges (a member that inherits them) may use it too';
+
+-- pg_dump keeps the grants, as it keeps the ledger's rows
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.idem_scope_grants', '');
+
+-- Plain writes send no cache invalidation: this trigger sends one, so that
+-- every session reads the grants afresh (its own at its next command, the
+-- others once the change commits).  ENABLE ALWAYS: it fires under
+-- session_replication_role = replica too (logical replication, restores).
+CREATE FUNCTION @extschema@.idem_scope_grants_changed()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'idem_scope_grants_changed'
+LANGUAGE C;
+
+COMMENT ON FUNCTION @extschema@.idem_scope_grants_changed() IS
+'Trigger on idem_scope_grants: tells every session to read the grants afresh';
+
+CREATE TRIGGER idem_scope_grants_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON @extschema@.idem_scope_grants
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.idem_scope_grants_changed();
+ALTER TABLE @extschema@.idem_scope_grants
+    ENABLE ALWAYS TRIGGER idem_scope_grants_changed;
+
+-- Nothing is open to PUBLIC; idempotency_user gets nothing new
+REVOKE ALL ON TABLE @extschema@.idem_scope_grants FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.idem_scope_grants_changed() FROM PUBLIC;

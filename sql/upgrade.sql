@@ -1,0 +1,126 @@
+--
+-- ALTER EXTENSION ... UPDATE from 1.0 to 1.1 keeps every key's behaviour,
+-- and what 1.1 adds works afterwards; the same for idempotency_tap
+--
+CREATE EXTENSION idempotency VERSION '1.0';
+\set SHOW_CONTEXT never
+SET timezone = 'UTC';
+SELECT extversion FROM pg_extension WHERE extname = 'idempotency';
+SELECT to_regclass('idem_scope_grants') AS grants_before_update;
+
+-- a ledger filled by 1.0: completed keys (a success and a permanent
+-- failure), an attempt in progress under a 10-minute lease, a released
+-- attempt, consumer keys with the default and a longer ttl
+SELECT outcome, attempt FROM idem_begin('up-done-1', '{"amount": 10}');
+SELECT outcome, status FROM idem_finish('up-done-1', '{"payment_id": 1}', 201);
+SELECT outcome, attempt FROM idem_begin('up-done-2', scope => 'payments');
+SELECT outcome, status FROM idem_finish('up-done-2', '{"error": "declined"}', 422, scope => 'payments');
+SELECT outcome, attempt FROM idem_begin('up-held', '{"amount": 30}', lease => '10 minutes');
+SELECT outcome, attempt FROM idem_begin('up-released', '{"amount": 40}');
+SELECT idem_fail('up-released');
+SELECT idem_once('up-msg-1', scope => 'queue');
+SELECT idem_once('up-msg-2', scope => 'queue', ttl => '7 days');
+CREATE TEMP TABLE ledger_before AS SELECT * FROM idem_ledger;
+
+ALTER EXTENSION idempotency UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'idempotency';
+
+-- the update changed no row
+SELECT count(*) AS rows_before FROM ledger_before;
+SELECT count(*) AS rows_changed FROM (
+    (SELECT * FROM idem_ledger EXCEPT ALL SELECT * FROM ledger_before)
+    UNION ALL
+    (SELECT * FROM ledger_before EXCEPT ALL SELECT * FROM idem_ledger)) AS d;
+
+-- completed keys replay what was stored; a changed request is still IK001
+SELECT * FROM idem_begin('up-done-1', '{"amount": 10}');
+SELECT * FROM idem_begin('up-done-1', '{"amount": 11}');
+\echo :SQLSTATE
+SELECT * FROM idem_begin('up-done-2', scope => 'payments');
+-- the attempt in progress still holds its key
+SELECT * FROM idem_begin('up-held', '{"amount": 30}');
+-- the released key starts afresh, attempt one higher
+SELECT * FROM idem_begin('up-released', '{"amount": 40}');
+SELECT * FROM idem_finish('up-released', '{"payment_id": 4}', 201);
+-- consumer keys are still seen
+SELECT idem_once('up-msg-1', scope => 'queue') AS first_again;
+SELECT idem_once('up-msg-2', scope => 'queue') AS first_again;
+
+-- past its lease the held attempt is taken over, attempt one higher, and
+-- its old owner's late finish meets IK003
+SET idempotency.clock_offset = '11 minutes';
+SELECT * FROM idem_begin('up-held', '{"amount": 30}');
+SELECT * FROM idem_finish('up-held', '{"payment_id": 3}', 201, attempt => 1);
+\echo :SQLSTATE
+SELECT * FROM idem_finish('up-held', '{"payment_id": 3}', 201, attempt => 2);
+-- past their ttl the keys of 1.0 expire as before
+SET idempotency.clock_offset = '2 days';
+SELECT * FROM idem_begin('up-done-2', scope => 'payments');
+SELECT idem_once('up-msg-1', scope => 'queue') AS first_again;
+SELECT idem_once('up-msg-2', scope => 'queue') AS first_again;
+RESET idempotency.clock_offset;
+
+-- what 1.1 adds: the grants table, dumped with the ledger and closed to
+-- PUBLIC, its trigger, and the settings
+SELECT extconfig::regclass[] FROM pg_extension WHERE extname = 'idempotency';
+SELECT tgname, tgenabled FROM pg_trigger
+ WHERE tgrelid = 'idem_scope_grants'::regclass AND NOT tgisinternal;
+SELECT relacl IS NOT NULL
+       AND NOT EXISTS (SELECT FROM aclexplode(relacl) a WHERE a.grantee <> relowner) AS owner_only
+  FROM pg_class WHERE oid = 'idem_scope_grants'::regclass;
+CREATE ROLE regress_upgrade_app;
+GRANT idempotency_user TO regress_upgrade_app;
+INSERT INTO idem_scope_grants (scope_prefix, grantee) VALUES ('payments', 'regress_upgrade_app');
+SET idempotency.enforce_scope_grants = on;
+SET ROLE regress_upgrade_app;
+SELECT * FROM idem_begin('up-done-1', '{"amount": 1}', scope => 'payments');
+SELECT idem_once('up-msg-2', scope => 'queue');
+\echo :SQLSTATE
+RESET ROLE;
+RESET idempotency.enforce_scope_grants;
+SET idempotency.max_lease = '1 hour';
+SELECT * FROM idem_begin('up-new', lease => '2 hours');
+\echo :SQLSTATE
+RESET idempotency.max_lease;
+
+-- idempotency_tap 1.0 to 1.1: the ledger snapshot of 1.0 mixed in the rows
+-- of a table that inherits from the ledger; 1.1 reads the ledger's own
+SET client_min_messages = warning;
+CREATE EXTENSION pgtap;
+CREATE EXTENSION dblink;
+CREATE EXTENSION idempotency_tap VERSION '1.0';
+RESET client_min_messages;
+CREATE TABLE up_history () INHERITS (idem_ledger);
+INSERT INTO up_history (created_at, expires_at, scope, key, state)
+VALUES (now(), now() + interval '1 day', 'archive', 'up-archived', 'completed');
+SELECT _idem_tap_ledger() ? '["archive", "up-archived"]' AS archived_row_seen,
+       _idem_tap_ledger() ? '["payments", "up-done-1"]' AS ledger_row_seen;
+ALTER EXTENSION idempotency_tap UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'idempotency_tap';
+SELECT _idem_tap_ledger() ? '["archive", "up-archived"]' AS archived_row_seen,
+       _idem_tap_ledger() ? '["payments", "up-done-1"]' AS ledger_row_seen;
+-- and its assertions work
+CREATE FUNCTION up_pay(k text) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    r idem_result;
+BEGIN
+    r := idem_begin(k, scope => 'tap');
+    IF r.outcome = 'replayed' THEN
+        RETURN r.response;
+    END IF;
+    r := idem_finish(k, jsonb_build_object('paid', k), 201, scope => 'tap');
+    RETURN r.response;
+END
+$$;
+SELECT plan(1);
+SELECT replays($$SELECT up_pay('up-tap-1')$$, 'a retried payment replays');
+SELECT * FROM finish();
+
+DROP FUNCTION up_pay(text);
+DROP TABLE up_history;
+DROP EXTENSION idempotency_tap;
+DROP EXTENSION dblink;
+DROP EXTENSION pgtap;
+DROP ROLE regress_upgrade_app;
+DROP EXTENSION idempotency;
