@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# scripts/test.sh: build idempotency and run every test suite, on one PostgreSQL major or on several.
+# scripts/test.sh: build idempotency and run every test suite against a throwaway cluster.
 #
 # Usage: bash scripts/test.sh                          PostgreSQL 15 (or PG_CONFIG's major)
-#        PG_VERSIONS="15 17 18" bash scripts/test.sh   each major, then upgrades from 15
+#        PG_VERSIONS="15 17 18" bash scripts/test.sh   each major, and the moves from 15 (scripts/matrix.sh)
 #
-# One major: copy the tree into a throwaway directory owned by the test user
-# ("postgres" when run as root, the invoker otherwise), build and install it
-# there (scripts/cluster.sh), start a throwaway cluster, and run as that user:
+# Copies the tree into a throwaway directory owned by the test user ("postgres"
+# when run as root, the invoker otherwise), builds and installs it there
+# (scripts/cluster.sh), starts a throwaway cluster and runs, as that user:
 #
 #   regress    sql/*.sql                   make installcheck (REGRESS)
 #   isolation  test/specs/*.spec           make installcheck (ISOLATION)
@@ -15,132 +15,64 @@
 #   canonical  test/canonical_check.py     in a database with idempotency
 #   model      test/model/ (pytest)        in a database with idempotency, as superuser
 #
-# Counts are the tools' own: pg_regress's "All N tests passed" / "N of M tests
-# failed", prove's "Tests=N" and "Failed: N", pytest's summary line, and
-# canonical_check.py's "N passed, M failed".  A tool that exits non-zero, runs
-# past its time limit or prints no summary fails its suite (one failure at
-# least); a suite whose tests are absent is skipped.
-#
-# Several majors (PG_VERSIONS): 15 runs on this machine, any other major inside
-# its root (scripts/postgres.sh, made first when missing; needs root or sudo).
-# When 15 and newer majors are listed, the suite "upgrade" also moves a filled
-# ledger from 15 to each (test/upgrade/run.sh).  These runs go side by side,
-# IDEM_JOBS (3) at a time; each one's output is shown when all are done, then
-# one summary row for each.
-#
-# The last line is "N passed, M failed" for everything that ran; a major run
-# for a matrix closes with "pgNN: N passed, M failed" instead.  The exit status
-# is non-zero when anything failed.
+# The counts are the tools' own (scripts/results.sh): pg_regress's, prove's and
+# pytest's summaries, canonical_check.py's closing line.  A tool that exits
+# non-zero, runs past its time limit or prints no summary fails its suite; a
+# suite whose tests are absent is skipped.  The last line is "N passed, M
+# failed"; the exit status is non-zero when anything failed.
 #
 # Environment:
-#   PG_CONFIG         pg_config of the server (default: PostgreSQL 15's); in a matrix, 15's
-#   PG_VERSIONS       the majors to run, e.g. "15 17 18"
-#   IDEM_ROOTS        where the roots live (scripts/postgres.sh)
+#   PG_CONFIG         pg_config of the server (default: PostgreSQL 15's)
+#   PG_VERSIONS       several majors: see scripts/matrix.sh
 #   IDEM_SKIP_DEPS=1  do not run scripts/deps.sh
 #   IDEM_KEEP=1       keep the throwaway directory (tree, logs, stopped cluster)
 #   CLUSTER_PRELOAD=idempotency   start the cluster with the library preloaded
-#   IDEM_BUDGET       seconds the suites of one major may take together (default 720)
+#   IDEM_BUDGET       seconds the suites may take together (default 720)
 #   IDEM_T_REGRESS, IDEM_T_ISOLATION, IDEM_T_TAP_FILE, IDEM_T_PGTAP, IDEM_T_CANONICAL,
-#   IDEM_T_MODEL, IDEM_T_UPGRADE   time limit in seconds of one suite, of one TAP
-#                     file, of one upgrade (240 240 240 120 60 300 300): a hung test
-#                     fails its suite, not the run
+#   IDEM_T_MODEL      seconds one suite (one TAP file) may take (240 240 240 120 60 300):
+#                     a hung test fails its suite, not the run
 #   PG_TEST_TIMEOUT_DEFAULT   PostgreSQL::Test's wait limit (default here 90)
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+[ -z "${PG_VERSIONS:-}" ] || exec bash "$ROOT/scripts/matrix.sh"
 exec 2>&1   # one stream, so that CI logs keep the order of events
 unset PGHOST PGHOSTADDR PGPORT PGUSER PGDATABASE PGSERVICE PGOPTIONS PGPASSWORD PGDATA
 # shellcheck source=scripts/cluster.sh
 . "$ROOT/scripts/cluster.sh"
+# shellcheck source=scripts/results.sh
+. "$ROOT/scripts/results.sh"
 
-START=$SECONDS
 BUDGET=${IDEM_BUDGET:-720}
 export PG_TEST_TIMEOUT_DEFAULT=${PG_TEST_TIMEOUT_DEFAULT:-90}
-ROWS=()
-TOTAL_P=0
-TOTAL_F=0
-
-section() { printf '\n========== %s ==========\n' "$*"; }
-
-# row NAME PASSED FAILED SECONDS NOTE: one line of the summary
-row() {
-	local result=PASS
-	[ "$3" -eq 0 ] || result=FAIL
-	ROWS+=("$(printf '%-10s %s %5d passed, %3d failed %5ss  %s' "$1" "$result" "$2" "$3" "$4" "$5")")
-	TOTAL_P=$((TOTAL_P + $2))
-	TOTAL_F=$((TOTAL_F + $3))
-}
-skip() { ROWS+=("$(printf '%-10s SKIP  %s' "$1" "$2")"); }
 
 # Stop what is still running, print the summary and, last, the closing line.
 finish() {
 	stop_stray_servers
 	_cluster_run_at_exit >/dev/null 2>&1
-	section summary
-	printf '%s\n' "${ROWS[@]}"
-	printf 'total time %ss\n' "$((SECONDS - START))"
-	printf '%s%d passed, %d failed\n' "${IDEM_LABEL:+$IDEM_LABEL: }" "$TOTAL_P" "$TOTAL_F"
-	[ "$TOTAL_F" -eq 0 ]
+	print_results
 	exit
 }
 
 fatal() {
-	echo "test: $1 failed: ${2:-}; no test could run"
-	row "$1" 0 1 "$((SECONDS - START))" "${2:-}"
+	echo "test: $1 failed: $2; no test could run"
+	row "$1" 0 1 "$((SECONDS - START))" "$2"
 	finish
 }
 
-# counts KIND LOG RC: sets P, F and NOTE from the summary in LOG of a tool of
-# KIND (pg_regress, prove, pytest, line) and its exit status RC.
-counts() {
-	local s n
-	P=0 F=0 NOTE=
-	case $1 in
-	pg_regress)
-		s=$(grep -oE 'All [0-9]+ tests passed|[0-9]+ of [0-9]+ tests failed' "$2" | tail -n 1)
-		case $s in
-		All*) P=${s//[^0-9]/} ;;
-		?*) read -r F _ n _ <<<"$s" && P=$((n - F)) ;;
-		esac ;;
-	prove)
-		s=$(sed -nE 's/^Files=[0-9]+, Tests=([0-9]+),.*/\1/p' "$2" | tail -n 1)
-		F=$(grep -oE 'Failed: [0-9]+\)' "$2" | awk '{ n += $2 } END { print n + 0 }')
-		P=$((${s:-0} - F)) ;;
-	pytest)
-		s=$(grep -E '[0-9]+ (passed|failed|errors?)\b.* in [0-9.]+s' "$2" | tail -n 1)
-		P=$(grep -oE '[0-9]+ passed' <<<"$s" | awk '{ n += $1 } END { print n + 0 }')
-		F=$(grep -oE '[0-9]+ (failed|errors?)' <<<"$s" | awk '{ n += $1 } END { print n + 0 }') ;;
-	line)
-		s=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$2" | tail -n 1)
-		[ -z "$s" ] || read -r P _ F _ <<<"${s//,/}" ;;
-	esac
-	[ -n "$s" ] || NOTE="no summary line"
-	[ "$3" -ne 124 ] && [ "$3" -ne 137 ] || NOTE="timed out"
-	if [ "$3" -ne 0 ] || [ -z "$s" ]; then
-		[ "$F" -gt 0 ] || F=1
-		[ -n "$NOTE" ] || NOTE="exit status $3"
-	fi
-}
-
-# limit SECS: sets LIMIT to SECS or what is left of the budget; false when under 10s are left.
-limit() {
-	LIMIT=$((START_SUITES + BUDGET - SECONDS))
-	[ "$LIMIT" -lt "$1" ] || LIMIT=$1
-	[ "$LIMIT" -ge 10 ]
-}
-
 # run NAME KIND SECS CMD...: run CMD in the tree as the test user, for at most
-# SECS seconds, and read its summary (counts); false when anything failed.
+# SECS seconds or what is left of the budget, and read its summary (counts);
+# false when anything failed.
 run() {
-	local name=$1 kind=$2 rc
-	shift 2
-	if ! limit "$1"; then
+	local name=$1 kind=$2 limit=$((START_SUITES + BUDGET - SECONDS)) rc
+	[ "$limit" -lt "$3" ] || limit=$3
+	shift 3
+	if [ "$limit" -lt 10 ]; then
 		P=0 F=1 NOTE="not run: the ${BUDGET}s budget is spent"
 		return 1
 	fi
-	shift
 	section "$name: $*"
-	cluster_as_user_timeout "$LIMIT" "$@" 2>&1 | tee "$WORK/$name.log"
+	cluster_as_user_timeout "$limit" "$@" 2>&1 | tee "$WORK/$name.log"
 	rc=${PIPESTATUS[0]}
 	counts "$kind" "$WORK/$name.log" "$rc"
 	[ "$F" -eq 0 ] || { cluster_log_tail 40; return 1; }
@@ -171,120 +103,31 @@ stop_stray_servers() {
 
 # fresh_db NAME EXTENSION...: a new database NAME with those extensions.
 fresh_db() {
-	local db=$1
+	local db=$1 ext
 	shift
 	cluster_psql -d postgres -c 'SET client_min_messages = warning' \
-		-c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" &&
-		cluster_psql -d "$db" "${@/#/-cCREATE EXTENSION }"
+		-c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" || return 1
+	for ext in "$@"; do
+		cluster_psql -d "$db" -c "CREATE EXTENSION $ext" || return 1
+	done
 }
 
 has() { compgen -G "$TREE/$1" >/dev/null; }
 
-# ---------------------------------------------------------------- several majors
+# ---------------------------------------------------------------- setup
 
-# major_cmd VERSION: sets CMD to the command that runs the whole suite on one
-# major, for a matrix: 15 here, any other in its root.
-major_cmd() {
-	local var
-	local -a pass=(PG_VERSIONS= IDEM_LABEL="pg$1" IDEM_SKIP_DEPS=1)
-	if [ "$1" = 15 ]; then
-		CMD=(env "${pass[@]}" bash "$ROOT/scripts/test.sh")
-		return
-	fi
-	for var in $(compgen -e); do
-		case $var in
-		IDEM_ROOTS | IDEM_LABEL | IDEM_SKIP_DEPS) ;;
-		IDEM_* | CLUSTER_* | PG_TEST_* | CI) pass+=("$var=${!var}") ;;
-		esac
-	done
-	CMD=("${SUDO[@]}" bash "$ROOT/scripts/postgres.sh" "$1" run env "${pass[@]}"
-		PG_CONFIG="/usr/lib/postgresql/$1/bin/pg_config" bash /src/scripts/test.sh)
-}
-
-# job NAME SECS CMD...: run CMD in the background, IDEM_JOBS at a time, for at
-# most SECS seconds; its output goes to $WORK/NAME.log, "STATUS SECONDS" to NAME.rc.
-job() {
-	local name=$1 secs=$2
-	shift 2
-	while [ "$(jobs -rp | wc -l)" -ge "${IDEM_JOBS:-3}" ]; do wait -n; done
-	echo "test: $name started"
-	(
-		t0=$SECONDS
-		timeout -k 30 "$secs" "$@" >"$WORK/$name.log" 2>&1
-		echo "$? $((SECONDS - t0))" >"$WORK/$name.rc"
-		echo "test: $name finished after $((SECONDS - t0))s"
-	) &
-}
-
-matrix() {
-	local v name rc secs s
-	local -a upgrades=()
-	SUDO=()
-	[ "$(id -u)" -eq 0 ] || SUDO=(sudo -n)
-	section "matrix: PostgreSQL $PG_VERSIONS"
-	if [ "${IDEM_SKIP_DEPS:-0}" != 1 ]; then
-		bash "$ROOT/scripts/deps.sh" || fatal deps
-	fi
-	# The roots first, side by side; then every major and every move from 15.
-	for v in $PG_VERSIONS; do
-		[ "$v" = 15 ] || "${SUDO[@]}" bash "$ROOT/scripts/postgres.sh" "$v" &
-	done
-	wait
-	for v in $PG_VERSIONS; do
-		major_cmd "$v"
-		job "pg$v" $((BUDGET + 600)) "${CMD[@]}"
-	done
-	if [[ " $PG_VERSIONS " == *" 15 "* ]]; then
-		for v in $PG_VERSIONS; do
-			[ "$v" -le 15 ] || upgrades+=("$v")
-		done
-	fi
-	for v in "${upgrades[@]}"; do
-		job "up15-$v" "${IDEM_T_UPGRADE:-300}" env IDEM_UPGRADE_PORT=$((56000 + 20 * v)) \
-			bash "$ROOT/test/upgrade/run.sh" 15 "$v"
-	done
-	wait
-	for v in $PG_VERSIONS; do
-		section "PostgreSQL $v"
-		cat "$WORK/pg$v.log"
-		read -r rc secs <"$WORK/pg$v.rc"
-		s=$(grep -E "^pg$v: [0-9]+ passed, [0-9]+ failed$" "$WORK/pg$v.log" | tail -n 1)
-		P=0 F=0
-		[ -z "$s" ] || read -r _ P _ F _ <<<"${s//,/}"
-		NOTE=$(awk '/^=+ summary =+$/ { on = 1 } on && $2 == "FAIL" { printf "%s ", $1 }' "$WORK/pg$v.log")
-		if [ "$rc" -ne 0 ] && [ "$F" -eq 0 ]; then
-			F=1
-			NOTE="exit status $rc"
-		fi
-		row "pg$v" "$P" "$F" "$secs" "${NOTE:+failed: $NOTE}"
-	done
-	for v in "${upgrades[@]}"; do
-		name=up15-$v
-		section "upgrade: 15 to $v (test/upgrade/run.sh)"
-		cat "$WORK/$name.log"
-		read -r rc secs <"$WORK/$name.rc"
-		counts prove "$WORK/$name.log" "$rc"
-		row "$name" "$P" "$F" "$secs" "$NOTE"
-	done
-	unset IDEM_LABEL
-	finish
-}
-
+section "build"
 WORK=$(mktemp -d /tmp/idem-test.XXXXXX) || fatal setup "mktemp"
 chmod 755 "$WORK"   # the test user works in $WORK/tree
 if [ "${IDEM_KEEP:-0}" = 1 ]; then
 	CLUSTER_KEEP=1
+	echo "test: keeping $WORK"
 else
 	# shellcheck disable=SC2016 # expanded at exit
 	cluster_at_exit 'rm -rf "$WORK"'
 fi
-[ -z "${PG_VERSIONS:-}" ] || matrix
-
-# ---------------------------------------------------------------- one major
-
-section "build"
 if [ "${IDEM_SKIP_DEPS:-0}" != 1 ]; then
-	bash "$ROOT/scripts/deps.sh" || fatal deps
+	bash "$ROOT/scripts/deps.sh" || fatal deps "scripts/deps.sh"
 fi
 command -v "$PG_CONFIG" >/dev/null 2>&1 || fatal deps "no $PG_CONFIG"
 echo "test: $("$PG_CONFIG" --version), test user $(cluster_os_user)"
@@ -297,6 +140,8 @@ cluster_create "$WORK/cluster" || fatal cluster initdb
 cluster_start || fatal cluster "server start"
 START_SUITES=$SECONDS
 
+# ---------------------------------------------------------------- suites
+
 if has 'sql/*.sql'; then
 	suite regress pg_regress "${IDEM_T_REGRESS:-240}" \
 		make PG_CONFIG="$PG_CONFIG" installcheck ISOLATION= TAP_TESTS= || show_diffs regression.diffs
@@ -307,13 +152,13 @@ if has 'test/specs/*.spec'; then
 		make PG_CONFIG="$PG_CONFIG" installcheck REGRESS= TAP_TESTS= || show_diffs output_iso/regression.diffs
 else skip isolation "no specs in test/specs/"; fi
 
-# One make installcheck per TAP file: each has its own time limit.
+# One make installcheck per TAP file, so that each has its own time limit.
 if has 'test/t/*.pl'; then
 	tap_p=0 tap_f=0 tap_notes='' t0=$SECONDS
 	for file in test/t/*.pl; do
 		if ! run tap prove "${IDEM_T_TAP_FILE:-240}" \
 				make PG_CONFIG="$PG_CONFIG" installcheck REGRESS= ISOLATION= PROVE_TESTS="$file"; then
-			tap_notes+="$file: ${NOTE:-failed}; "
+			tap_notes+="; $file: $NOTE"
 			for f in tmp_check/log/*; do
 				[ -f "$f" ] && { echo "----- $f"; tail -n 60 "$f"; }
 			done
@@ -321,7 +166,7 @@ if has 'test/t/*.pl'; then
 		stop_stray_servers
 		tap_p=$((tap_p + P)) tap_f=$((tap_f + F))
 	done
-	row tap "$tap_p" "$tap_f" "$((SECONDS - t0))" "files: $(compgen -G 'test/t/*.pl' | wc -l); $tap_notes"
+	row tap "$tap_p" "$tap_f" "$((SECONDS - t0))" "files: $(compgen -G 'test/t/*.pl' | wc -l)$tap_notes"
 else skip tap "no tests in test/t/"; fi
 
 if ! has 'test/pgtap/*.sql'; then
