@@ -13,7 +13,7 @@
 # failed"; the last line, "N passed, M failed", counts every run.
 #
 # Environment: as scripts/test.sh; those named IDEM_*, CLUSTER_*, PG_TEST_* and CI
-# are passed into the roots.  IDEM_JOBS (3), IDEM_T_UPGRADE (300 seconds per move),
+# are passed into the roots.  IDEM_JOBS (3), IDEM_T_UPGRADE (600 seconds per move),
 # PG_TEST_TIMEOUT_DEFAULT (180 here, since the runs share the machine).
 set -uo pipefail
 
@@ -87,7 +87,7 @@ for v in $PG_VERSIONS; do
 	job "pg$v" $((BUDGET + 600)) "${CMD[@]}"
 done
 for v in "${UPGRADES[@]}"; do
-	job "up15-$v" "${IDEM_T_UPGRADE:-300}" \
+	job "up15-$v" "${IDEM_T_UPGRADE:-600}" \
 		env IDEM_UPGRADE_PORT=$((56000 + 20 * v)) bash "$ROOT/test/upgrade/run.sh" 15 "$v"
 done
 wait
