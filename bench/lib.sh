@@ -12,14 +12,40 @@
 #                       and once, and the layers bare, hand and ext
 #   psql_q ARGS..       psql as the cluster's user, quiet, stopping on error
 #   psql_v ARGS..       the same, unaligned tuples only (for values)
+#
+# PG_VERSION picks the major (default 15, or PG_CONFIG's).  A major this
+# machine does not have runs inside its root (scripts/postgres.sh): sourcing
+# this file then runs the whole benchmark there again, with its settings
+# (ROUNDS, DURATION, ...) passed on, and returns its exit status.  Files it
+# names (CG_KEEP, PERF_OUT) are then inside the root: prefix them with
+# `bash scripts/postgres.sh VERSION path`.
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 unset PGHOST PGHOSTADDR PGPORT PGUSER PGDATABASE PGSERVICE PGOPTIONS
+
+if [ -n "${PG_VERSION:-}" ] && [ "$PG_VERSION" != 15 ] &&
+	! { [ -n "${PG_CONFIG:-}" ] && "$PG_CONFIG" --version | grep -q "^PostgreSQL $PG_VERSION\\."; }; then
+	if [ -x "/usr/lib/postgresql/$PG_VERSION/bin/pg_config" ]; then
+		PG_CONFIG=/usr/lib/postgresql/$PG_VERSION/bin/pg_config
+	else
+		_bench_env=(PG_VERSION="$PG_VERSION" IDEM_SKIP_DEPS=1)
+		for _v in BASELINE BATCH BIG BIG_KEYS BYTES_KEYS CALLGRAPH CALLS CG_KEEP CLIENTS CYCLES \
+			DURATION FREQ KEYS NAPTIME PAUSE PERF_OUT PERF_REPORT ROUNDS TOP WARMUP CLUSTER_PRELOAD; do
+			[ -z "${!_v+set}" ] || _bench_env+=("$_v=${!_v}")
+		done
+		_bench_sudo=()
+		[ "$(id -u)" -eq 0 ] || _bench_sudo=(sudo -n)
+		echo "bench: PostgreSQL $PG_VERSION is not on this machine: running $(basename "$0") in its root" >&2
+		"${_bench_sudo[@]}" bash "$ROOT/scripts/postgres.sh" "$PG_VERSION" run env "${_bench_env[@]}" \
+			bash "/src/bench/$(basename "$0")" "$@"
+		exit
+	fi
+fi
 # shellcheck source=scripts/cluster.sh
 . "$ROOT/scripts/cluster.sh"
 
 bench_server() {
-	bash "$ROOT/scripts/deps.sh"
+	[ "${IDEM_SKIP_DEPS:-0}" = 1 ] || bash "$ROOT/scripts/deps.sh"
 	WORK=$(mktemp -d "/tmp/idem-$1.XXXXXX")
 	chmod 755 "$WORK"
 	cluster_at_exit 'rm -rf "$WORK"'

@@ -17,7 +17,9 @@
 #   cluster_build_extension SRC TREE
 #                          copy the source tree SRC to TREE (owned by the cluster's
 #                          OS user), build it there and install it, as root or
-#                          through sudo, under flock /tmp/idem-build.lock
+#                          through sudo, under flock /tmp/idem-build.lock (for a
+#                          PostgreSQL under /usr/lib/postgresql; for any other,
+#                          a lock of its own, /tmp/idem-build.HASH.lock)
 #
 # cluster_create arranges for cluster_destroy to run when the shell exits.  When
 # the invoker is root the cluster runs as the "postgres" OS user (initdb refuses
@@ -252,7 +254,7 @@ _cluster_installed_is_current() {
 }
 
 cluster_build_extension() {
-	local src=$1 tree=$2 user log
+	local src=$1 tree=$2 user log lock lib_dir
 	local -a install sudo=()
 	user=$(cluster_os_user)
 	log=$(dirname "$tree")/build.log
@@ -285,7 +287,14 @@ cluster_build_extension() {
 
 	install=(make -C "$tree" PG_CONFIG="$PG_CONFIG" install)
 	if command -v flock >/dev/null 2>&1; then
-		install=(flock /tmp/idem-build.lock "${install[@]}")
+		# Only installs into the same PostgreSQL need to wait for each other.
+		lock=/tmp/idem-build.lock
+		lib_dir=$("$PG_CONFIG" --pkglibdir)
+		case $lib_dir in
+		/usr/lib/postgresql/*) ;;
+		*) lock=/tmp/idem-build.$(printf '%s' "$lib_dir" | md5sum | cut -c1-12).lock ;;
+		esac
+		install=(flock "$lock" "${install[@]}")
 	fi
 	if [ "$(id -u)" -ne 0 ]; then
 		if _cluster_installed_is_current "$tree"; then

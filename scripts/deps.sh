@@ -22,6 +22,8 @@ PACKAGES=(
 	libipc-run-perl                         # IPC::Run, for PostgreSQL::Test::Cluster
 	build-essential                         # gcc, make
 	python3                                 # test/canonical_check.py
+	python3-psycopg python3-hypothesis python3-pytest   # test/model
+	iproute2                                # ss: scripts/server.sh, test/upgrade/run.sh
 )
 # Older Debian and PGDG packaging ship contrib as its own package; Debian 12
 # folds it into postgresql-15.  Installed only where it really exists.

@@ -17,7 +17,7 @@
 #   17        trixie    postgresql-17, postgresql-server-dev-17, postgresql-17-pgtap
 #   18        sid       postgresql-18, postgresql-server-dev-18, postgresql-18-pgtap
 #
-# plus gcc, make, pg_prove, IPC::Run and the Python packages the tests use.  The
+# plus gcc, make, pg_prove, IPC::Run, the Python packages the tests use and valgrind.  The
 # mirror is the one this machine's own apt sources name for Debian.  Roots live in
 # $IDEM_ROOTS (default /var/cache/idempotency), one directory per major; a root is
 # complete once its stamp file names the current package list, so an interrupted
@@ -58,6 +58,7 @@ PACKAGES=(
 	gcc make libc6-dev
 	python3 python3-psycopg python3-hypothesis python3-pytest
 	procps iproute2 util-linux
+	valgrind  # bench/instructions.sh
 )
 
 # The Debian mirror this machine's apt uses for its own release: the URI of the first
@@ -91,21 +92,28 @@ debian_mirror() {
 	printf '%s\n' "$uri"
 }
 
-# Make the root, or finish one that an earlier call left incomplete.
+root_ready() { [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "${SUITE} ${PACKAGES[*]}" ]; }
+
+# Make the root, or finish one that an earlier call left incomplete; one caller at
+# a time (the lock is not held by what `run` starts, such as a server).
 make_root() {
-	local mirror want
-	want="${SUITE} ${PACKAGES[*]}"
-	if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
-		return 0
-	fi
+	root_ready && return 0
 	[ "$(id -u)" -eq 0 ] || die "making a root needs root (debootstrap, chroot)"
+	mkdir -p "$ROOTS"
+	(
+		flock 9
+		root_ready || build_root
+	) 9>"$ROOTS/pg$VERSION.lock"
+}
+
+build_root() {
+	local mirror
 	if ! command -v debootstrap >/dev/null 2>&1; then
 		log "installing debootstrap"
 		DEBIAN_FRONTEND=noninteractive apt-get -q -y update >/dev/null
 		DEBIAN_FRONTEND=noninteractive apt-get -q -y install --no-install-recommends debootstrap >/dev/null
 	fi
 	mirror=$(debian_mirror) || die "no Debian mirror found in this machine's apt sources"
-	mkdir -p "$ROOTS"
 	if [ ! -x "$DIR/usr/bin/apt-get" ] || [ ! -f "$DIR/.debootstrap-done" ]; then
 		rm -rf "$DIR"
 		log "debootstrap $SUITE into $DIR"
@@ -136,6 +144,7 @@ make_root() {
 	# No services are started inside the root by package scripts.
 	printf '#!/bin/sh\nexit 101\n' >"$DIR/usr/sbin/policy-rc.d"
 	chmod 755 "$DIR/usr/sbin/policy-rc.d"
+	same_postgres_user
 	log "installing ${PACKAGES[*]} in the $SUITE root"
 	in_root env DEBIAN_FRONTEND=noninteractive apt-get -q -y update >"$ROOTS/pg$VERSION.apt.log" 2>&1 ||
 		{ tail -n 30 "$ROOTS/pg$VERSION.apt.log" >&2; die "apt-get update failed in the root"; }
@@ -143,8 +152,22 @@ make_root() {
 		>>"$ROOTS/pg$VERSION.apt.log" 2>&1 ||
 		{ tail -n 30 "$ROOTS/pg$VERSION.apt.log" >&2; die "apt-get install failed in the root"; }
 	in_root apt-get clean >/dev/null 2>&1 || true
-	printf '%s' "$want" >"$STAMP"
+	printf '%s' "${SUITE} ${PACKAGES[*]}" >"$STAMP"
 	log "root ready: $DIR ($(in_root "/usr/lib/postgresql/$VERSION/bin/pg_config" --version))"
+}
+
+# Give the root's postgres user this machine's uid and gid, so that its servers and
+# files show as postgres outside it too; only where the ids are free in the root.
+same_postgres_user() {
+	local uid gid
+	uid=$(id -u postgres 2>/dev/null) && gid=$(id -g postgres 2>/dev/null) || return 0
+	in_root getent passwd postgres >/dev/null && return 0
+	in_root getent passwd "$uid" >/dev/null && return 0
+	in_root getent group "$gid" >/dev/null && return 0
+	in_root getent group postgres >/dev/null && return 0
+	in_root groupadd -r -g "$gid" postgres &&
+		in_root useradd -r -u "$uid" -g postgres -d /var/lib/postgresql -s /bin/bash postgres ||
+		log "could not give the root's postgres user uid $uid; the package will choose one"
 }
 
 # Run a command inside the root, in a private mount namespace with /proc, /dev,
