@@ -23,6 +23,7 @@ PACKAGES=(
 	build-essential                         # gcc, make
 	python3                                 # test/canonical_check.py
 	python3-psycopg python3-hypothesis python3-pytest   # test/model
+	python3-psycopg-pool python3-starlette python3-fastapi python3-uvicorn python3-httpx   # clients/python
 	iproute2                                # ss: scripts/server.sh, test/upgrade/run.sh
 )
 # Older Debian and PGDG packaging ship contrib as its own package; Debian 12

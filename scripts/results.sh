@@ -49,8 +49,9 @@ counts() {
 		s=$(grep -E '[0-9]+ (passed|failed|errors?)\b.* in [0-9.]+s' "$2" | tail -n 1)
 		P=$(grep -oE '[0-9]+ passed' <<<"$s" | awk '{ n += $1 } END { print n + 0 }')
 		F=$(grep -oE '[0-9]+ (failed|errors?)' <<<"$s" | awk '{ n += $1 } END { print n + 0 }') ;;
-	line)         # "3300 passed, 0 failed"
-		s=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$2" | tail -n 1)
+	line)         # "3300 passed, 0 failed", or "clients: 49 passed, 0 failed"
+		s=$(grep -E '^([a-z]+: )?[0-9]+ passed, [0-9]+ failed' "$2" | tail -n 1)
+		s=${s#*: }
 		[ -z "$s" ] || read -r P _ F _ <<<"${s//,/}" ;;
 	esac
 	[ -n "$s" ] || NOTE="no summary line"

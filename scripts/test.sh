@@ -14,6 +14,7 @@
 #   pgtap      test/pgtap/*.sql            pg_prove, in a database with pgtap and idempotency
 #   canonical  test/canonical_check.py     in a database with idempotency
 #   model      test/model/ (pytest)        in a database with idempotency, as superuser
+#   clients    clients/run-tests.sh        the HTTP middlewares (where Node.js is)
 #
 # The counts are the tools' own (scripts/results.sh): pg_regress's, prove's and
 # pytest's summaries, canonical_check.py's closing line.  A tool that exits
@@ -27,9 +28,10 @@
 #   IDEM_SKIP_DEPS=1  do not run scripts/deps.sh
 #   IDEM_KEEP=1       keep the throwaway directory (tree, logs, stopped cluster)
 #   CLUSTER_PRELOAD=idempotency   start the cluster with the library preloaded
-#   IDEM_BUDGET       seconds the suites may take together (default 720)
+#   IDEM_BUDGET       seconds the suites may take together (default 1500)
 #   IDEM_T_REGRESS, IDEM_T_ISOLATION, IDEM_T_TAP_FILE, IDEM_T_PGTAP, IDEM_T_CANONICAL,
-#   IDEM_T_MODEL      seconds one suite (one TAP file) may take (240 240 240 120 60 300):
+#   IDEM_T_MODEL, IDEM_T_CLIENTS
+#                     seconds one suite (one TAP file) may take (240 240 240 120 60 300 400):
 #                     a hung test fails its suite, not the run
 #   PG_TEST_TIMEOUT_DEFAULT   PostgreSQL::Test's wait limit (default here 90)
 set -uo pipefail
@@ -43,7 +45,7 @@ unset PGHOST PGHOSTADDR PGPORT PGUSER PGDATABASE PGSERVICE PGOPTIONS PGPASSWORD 
 # shellcheck source=scripts/results.sh
 . "$ROOT/scripts/results.sh"
 
-BUDGET=${IDEM_BUDGET:-720}
+BUDGET=${IDEM_BUDGET:-1500}
 export PG_TEST_TIMEOUT_DEFAULT=${PG_TEST_TIMEOUT_DEFAULT:-90}
 
 # Stop what is still running, print the summary and, last, the closing line.
@@ -185,7 +187,18 @@ if [ ! -d test/model ]; then
 	skip model "no test/model/"
 elif fresh_db model_test idempotency; then
 	suite model pytest "${IDEM_T_MODEL:-300}" env PGDATABASE=model_test PGUSER="$CLUSTER_USER" \
-		python3 -m pytest -q -p no:cacheprovider test/model
+		/usr/bin/python3 -m pytest -q -p no:cacheprovider test/model
 else row model 0 1 0 "could not create database model_test"; fi
+
+# The HTTP clients need Node.js, which the roots of other majors do not have:
+# they are tested once, against the server of this machine's own major.
+if [ ! -f clients/run-tests.sh ]; then
+	skip clients "no clients/"
+elif ! command -v node >/dev/null 2>&1; then
+	skip clients "no Node.js here"
+elif fresh_db clients_test idempotency; then
+	suite clients line "${IDEM_T_CLIENTS:-400}" env PGDATABASE=clients_test PGUSER="$CLUSTER_USER" \
+		bash clients/run-tests.sh
+else row clients 0 1 0 "could not create database clients_test"; fi
 
 finish
