@@ -219,9 +219,9 @@ class Model:
         if (row is not None and row.state == "in_progress" and row.lease_until is not None
                 and row.expires_at > now and attempt in (None, row.attempt)):
             return row
-        if row is not None and attempt is not None and row.attempt > attempt \
+        if row is not None and attempt is not None and 0 < attempt < row.attempt \
                 and row.expires_at > now:
-            raise SqlError("IK003", "attempt superseded")
+            raise SqlError("IK003", "attempt superseded")  # attempts count from 1
         raise SqlError("IK002", "no attempt in progress")
 
     def finish(self, s, key, response=None, status=200, scope="", attempt=None):

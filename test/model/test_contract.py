@@ -53,13 +53,15 @@ TTLS = [OMIT, OMIT, None, "5 minutes", "1 hour", "1 hour", "2 hours", "1 day", "
 LEASES = [OMIT, OMIT, None, "5 minutes", "5 minutes", "10 minutes", "1 hour"]
 BATCHES = [OMIT, OMIT, OMIT, None, 1, 100]
 # Hostile arguments, one or two per call: NULL key or scope, empty key, keys
-# and scopes over 255 bytes, ttl or lease not positive or over 100 years, ...
+# and scopes over 255 bytes, ttl or lease not positive or over 100 years,
+# attempt numbers that no begin ever returns, ...
 BAD = {"key": [None, "", "k" * 256, "é" * 128], "scope": [None, "s" * 256],
        "ttl": ["0", "-5 minutes", "1 day -25 hours", "101 years"],
        "lease": ["0 seconds", "-5 minutes", "101 years"], "wait": [None], "status": [None],
-       "batch": [0, -1]}
-BAD_ARGS = {"begin": ["key", "scope", "ttl", "lease", "wait"], "finish": ["key", "scope", "status"],
-            "fail": ["key", "scope"], "once": ["key", "scope", "ttl"], "sweep": ["batch"]}
+       "attempt": [0, -1], "batch": [0, -1]}
+BAD_ARGS = {"begin": ["key", "scope", "ttl", "lease", "wait"],
+            "finish": ["key", "scope", "status", "attempt"], "fail": ["key", "scope", "attempt"],
+            "once": ["key", "scope", "ttl"], "sweep": ["batch"]}
 CLOCK_STEPS = [5, 5, 10, 60, 60, 120, 1440, 2880, "reset"]
 DEFAULTS = {"default_ttl": [None, "1 hour", "2 hours"], "default_lease": [None, "10 minutes", "1 hour"]}
 TX_ACTIONS = ["BEGIN", "BEGIN", "COMMIT", "COMMIT", "ROLLBACK", "SAVEPOINT", "ROLLBACK TO", "RELEASE"]
