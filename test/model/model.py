@@ -1,5 +1,6 @@
-"""A reference model of the idempotency contract (SPEC.md, and the README's
-choices where the spec is silent).
+"""A reference model of the idempotency contract: the API, error codes and
+edges as the README states them, and its choices where the contract is
+silent.
 
 It keeps the ledger as PostgreSQL would, per session: committed rows, each
 session's uncommitted writes, its savepoints and its settings, and predicts
@@ -24,11 +25,8 @@ DEFAULT_SETTINGS = {"clock_offset": 0, "default_ttl": 24 * 60, "default_lease": 
 
 
 class SqlError(Exception):
-    """An ERROR the server must raise, with its SQLSTATE."""
-
-    def __init__(self, sqlstate, why):
-        super().__init__(f"{sqlstate}: {why}")
-        self.sqlstate = sqlstate
+    """An ERROR the server must raise: SqlError(sqlstate, message)."""
+    sqlstate = property(lambda self: self.args[0])
 
 
 def jsonb(text):
@@ -106,8 +104,7 @@ class Model:
     # -- visibility -------------------------------------------------------
 
     def view(self, s, k):
-        """The row for key k as session s reads it: its own writes, else
-        the committed row."""
+        """Key k's row as session s reads it: its own write, else the committed one."""
         w = self.sessions[s].writes
         return w[k] if k in w else self.committed.get(k)
 
@@ -150,10 +147,9 @@ class Model:
 
     def _apply(self, writes):
         for k, row in writes.items():
+            self.committed[k] = row
             if row is None:
-                self.committed.pop(k, None)
-            else:
-                self.committed[k] = row
+                del self.committed[k]
 
     @staticmethod
     def _text(value, name, empty_ok):
@@ -297,36 +293,34 @@ class Model:
         sess.frames = [("", {}, dict(sess.settings))]
 
     def savepoint(self, s, name):
-        sess = self.sessions[s]
-        assert sess.frames is not None, "SAVEPOINT outside a transaction block"
-        if sess.aborted:
-            raise SqlError("25P02", "current transaction is aborted")
-        sess.frames.append((name, dict(sess.writes), dict(sess.settings)))
+        def op(sess):
+            sess.frames.append((name, dict(sess.writes), dict(sess.settings)))
+            return None, {}
+        self._run(s, op)
 
     def _frame(self, s, name):
-        frames = self.sessions[s].frames
-        return max(i for i, f in enumerate(frames) if i > 0 and f[0] == name)
+        """The index of the innermost savepoint called name."""
+        return max(i for i, f in enumerate(self.sessions[s].frames) if i and f[0] == name)
 
     def rollback_to(self, s, name):
-        sess = self.sessions[s]
-        i = self._frame(s, name)
+        sess, i = self.sessions[s], self._frame(s, name)
         del sess.frames[i + 1:]
         sess.restore(sess.frames[i])
         sess.aborted = False
 
     def release(self, s, name):
-        sess = self.sessions[s]
-        if sess.aborted:
-            raise SqlError("25P02", "current transaction is aborted")
-        del sess.frames[self._frame(s, name):]
+        def op(sess):
+            del sess.frames[self._frame(s, name):]
+            return None, {}
+        self._run(s, op)
 
     def commit(self, s):
         """COMMIT; in an aborted block it rolls back, as the server does."""
         sess = self.sessions[s]
-        if sess.aborted:
-            return self.rollback(s)
-        self._apply(sess.writes)
-        sess.writes, sess.frames = {}, None
+        if not sess.aborted:
+            self._apply(sess.writes)
+            sess.frames[0] = ("", {}, sess.settings)  # keep what the block SET
+        self.rollback(s)
 
     def rollback(self, s):
         sess = self.sessions[s]

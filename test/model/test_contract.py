@@ -21,7 +21,6 @@ Size: IDEM_MODEL_STEPS (total steps, default 6000), IDEM_MODEL_STEP_COUNT
 """
 
 import os
-from datetime import datetime
 
 import psycopg
 from hypothesis import HealthCheck, event, settings
@@ -63,8 +62,10 @@ BAD_ARGS = {"begin": ["key", "scope", "ttl", "lease", "wait"],
             "finish": ["key", "scope", "status", "attempt"], "fail": ["key", "scope", "attempt"],
             "once": ["key", "scope", "ttl"], "sweep": ["batch"]}
 CLOCK_STEPS = [5, 5, 10, 60, 60, 120, 1440, 2880, "reset"]
-DEFAULTS = {"default_ttl": [None, "1 hour", "2 hours"], "default_lease": [None, "10 minutes", "1 hour"]}
-TX_ACTIONS = ["BEGIN", "BEGIN", "COMMIT", "COMMIT", "ROLLBACK", "SAVEPOINT", "ROLLBACK TO", "RELEASE"]
+DEFAULTS = {"default_ttl": [None, "1 hour", "2 hours"],
+            "default_lease": [None, "10 minutes", "1 hour"]}
+TX_ACTIONS = ["BEGIN", "BEGIN", "COMMIT", "COMMIT", "ROLLBACK", "SAVEPOINT", "ROLLBACK TO",
+              "RELEASE"]
 
 SESSIONS = st.sampled_from([0, 1])
 AVOID = os.environ.get("IDEM_MODEL_AVOID", "").split(",")
@@ -123,7 +124,8 @@ class Server:
             for doc in RESPONSES + REQUESTS:
                 if doc not in (OMIT, None):
                     text, fp = cls.observer.execute(
-                        "SELECT %s::jsonb::text, idem_fingerprint(%s::jsonb)", (doc, doc)).fetchone()
+                        "SELECT %s::jsonb::text, idem_fingerprint(%s::jsonb)",
+                        (doc, doc)).fetchone()
                     cls.rendered[doc] = text
                     assert cls.fingerprints.setdefault(jsonb(doc), fp) == fp, \
                         f"requests equal as jsonb with different fingerprints: {doc}"
@@ -133,7 +135,11 @@ class Server:
 
 
 def connect():
-    conn = psycopg.connect("", autocommit=True)
+    try:
+        conn = psycopg.connect("", autocommit=True)
+    except psycopg.OperationalError as e:
+        raise AssertionError("cannot connect: set PGHOST, PGPORT and PGDATABASE (a database "
+                             f"with the extension) and PGUSER (a superuser)\n{e}") from None
     for sql in SESSION_SETUP:
         conn.execute(sql)
     return conn
@@ -191,7 +197,8 @@ class Contract(RuleBasedStateMachine):
 
     def pick(self, s):
         """Session s, or the other one when only s is in an aborted block."""
-        return 1 - s if self.model.sessions[s].aborted and not self.model.sessions[1 - s].aborted else s
+        sessions = self.model.sessions
+        return 1 - s if sessions[s].aborted and not sessions[1 - s].aborted else s
 
     def blocked(self, s, key, scope):
         """The (scope, key) named, if valid and another session holds it."""
@@ -221,6 +228,7 @@ class Contract(RuleBasedStateMachine):
         s = self.pick(s)
         if self.blocked(s, key, scope):
             wait = False        # a waiting begin would block on the other session
+            event("idem_begin: wait => false on a key the other session holds")
         if self.avoided(s, key, scope):
             return
         sql = "SELECT outcome, status, response::text, attempt FROM " + call(
@@ -281,8 +289,12 @@ class Contract(RuleBasedStateMachine):
           lease=st.sampled_from(LEASES), wait=st.sampled_from([OMIT, OMIT, False]))
     def retry(self, s, which, spelling, lease, wait):
         """A retry: begin a key begun before, with a request equal as jsonb,
-        perhaps spelt differently."""
-        scope, key = (sorted(self.requests) or [("", "a")])[which % max(1, len(self.requests))]
+        perhaps spelt differently; half the time one the other session's open
+        transaction holds, if it holds any."""
+        s = self.pick(s)
+        held = sorted(k for k in self.requests if self.model.held_by_other(s, k))
+        keys = held if held and which % 2 else sorted(self.requests) or [("", "a")]
+        scope, key = keys[which // 2 % len(keys)]
         first = self.requests.get((scope, key))
         same = [r for r in REQUESTS if r is not OMIT and jsonb(r) == jsonb(first)]
         request = same[spelling % len(same)] if first is not None else OMIT
@@ -327,7 +339,8 @@ class Contract(RuleBasedStateMachine):
     def hostile(self, s, fn, data):
         """A call with one or two bad arguments: an ERROR that changes nothing
         (inside a transaction block, it aborts the block)."""
-        bad = data.draw(st.lists(st.sampled_from(BAD_ARGS[fn]), min_size=1, max_size=2, unique=True))
+        bad = data.draw(st.lists(st.sampled_from(BAD_ARGS[fn]), min_size=1, max_size=2,
+                                 unique=True))
         args = {name: data.draw(st.sampled_from(BAD[name])) for name in bad}
         if fn != "sweep":
             args.setdefault("key", data.draw(st.sampled_from(KEYS)))
@@ -373,7 +386,8 @@ class Contract(RuleBasedStateMachine):
                             if action == "ROLLBACK TO" else
                             (f"RELEASE SAVEPOINT {name}", lambda: m.release(s, name)))
         else:
-            sql, predict = action, {"BEGIN": lambda: m.begin_block(s), "COMMIT": lambda: m.commit(s),
+            sql, predict = action, {"BEGIN": lambda: m.begin_block(s),
+                                    "COMMIT": lambda: m.commit(s),
                                     "ROLLBACK": lambda: m.rollback(s)}[action]
         self.run(s, sql, predict)
 
