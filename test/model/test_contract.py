@@ -5,8 +5,8 @@ idem_begin / idem_finish / idem_fail / idem_once / idem_sweep over a few keys
 and scopes, with transactions, savepoints, rollbacks, clock moves
 (idempotency.clock_offset) past leases and TTLs, changed defaults and hostile
 arguments.  Every statement's result or SQLSTATE is compared with the
-model's prediction, and after every step the committed ledger (read by a
-third connection) is compared row by row.  A failure is shrunk, and its
+model's prediction, and after every step that can change it the committed
+ledger (read by a third connection) is compared row by row.  A failure is shrunk, and its
 message holds the SQL that reproduces it.
 
 No step ever waits for the other session: a call on a key that the other
@@ -174,12 +174,12 @@ class Contract(RuleBasedStateMachine):
 
     def run(self, s, sql, predict, shape=lambda rows: None):
         """Run sql in session s and compare with predict(), the model's call."""
+        # what a statement can change in the committed ledger is read back
+        self.dirty |= self.model.sessions[s].frames is None or sql == "COMMIT"
         try:
             expected = ("ok", predict())
         except SqlError as e:
             expected = ("error", e.sqlstate)
-        # what this statement can change in the committed ledger is read back
-        self.dirty |= self.model.sessions[s].frames is None or sql in ("COMMIT", "ROLLBACK")
         try:
             cur = self.db[s].execute(sql)
             got = ("ok", shape(cur.fetchall() if cur.description else None))
