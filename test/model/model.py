@@ -21,7 +21,8 @@ from decimal import Decimal
 
 MAX_KEY_BYTES = 255
 MAX_INTERVAL = 100 * 12 * 30 * 24 * 60  # 100 years, as interval comparison counts them
-DEFAULT_SETTINGS = {"clock_offset": 0, "default_ttl": 24 * 60, "default_lease": 5}
+DEFAULT_SETTINGS = {"clock_offset": 0, "default_ttl": 24 * 60, "default_lease": 5,
+                    "max_lease": MAX_INTERVAL}
 
 
 class SqlError(Exception):
@@ -167,14 +168,14 @@ class Model:
         return (self._text(scope, "scope", True), key)
 
     @staticmethod
-    def _interval(minutes, default, name):
-        """A ttl or lease in minutes; None means the setting's default."""
+    def _interval(minutes, default, name, positive=True):
+        """A ttl, lease or setting in minutes; None means the default.  Not
+        positive (or a part negative: callers say so with -1) or over 100
+        years is 22023."""
         if minutes is None:
             return default
-        if minutes <= 0:
-            raise SqlError("22023", f"{name} must be longer than zero")
-        if minutes > MAX_INTERVAL:
-            raise SqlError("22023", f"{name} is too long")
+        if (positive and minutes <= 0) or abs(minutes) > MAX_INTERVAL:
+            raise SqlError("22023", f"{name} is not a valid interval here")
         return minutes
 
     @staticmethod
@@ -191,6 +192,8 @@ class Model:
             lease_m = self._interval(lease, sess.settings["default_lease"], "lease")
             if wait is None:
                 raise SqlError("22004", "wait must not be NULL")
+            if lease_m > sess.settings["max_lease"]:
+                raise SqlError("22023", "lease is longer than idempotency.max_lease")
             req, now = jsonb(request), sess.now
             if not wait and self.held_by_other(s, k):
                 return ("in_progress", None, None, None), {}
@@ -281,9 +284,11 @@ class Model:
     # -- transaction control and settings ---------------------------------
 
     def set(self, s, name, value):
-        """SET name = value (None: RESET); undone with the (sub)transaction."""
+        """SET idempotency.name = value (None: RESET); undone with the
+        (sub)transaction.  Only the clock may be 0 or go back."""
         def op(sess):
-            sess.settings[name] = DEFAULT_SETTINGS[name] if value is None else value
+            sess.settings[name] = self._interval(value, DEFAULT_SETTINGS[name], name,
+                                                 name != "clock_offset")
             return None, {}
         return self._run(s, op)
 
