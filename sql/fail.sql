@@ -48,6 +48,11 @@ SELECT idem_fail('job-4', attempt => 1);
 \echo :SQLSTATE
 SELECT state, attempt, lease_until IS NULL AS released FROM idem_ledger WHERE key = 'job-4';
 SELECT * FROM idem_begin('job-4', '{"n": 4}');
+-- an attempt number below 1 was never superseded, since begin never returns one: IK002
+SELECT idem_fail('job-4', attempt => 0);
+\echo :SQLSTATE
+SELECT idem_fail('job-4', attempt => -1);
+\echo :SQLSTATE
 SELECT idem_fail('job-4', attempt => 2);
 SELECT * FROM idem_begin('job-4', '{"n": 4}');
 RESET idempotency.clock_offset;

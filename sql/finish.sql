@@ -85,6 +85,11 @@ SELECT * FROM idem_begin('pay-8', '{"amount": 8}');
 SELECT * FROM idem_begin('pay-9');
 SELECT * FROM idem_finish('pay-9', attempt => 5);
 \echo :SQLSTATE
+-- nor is an attempt number below 1: begin never returns one
+SELECT * FROM idem_finish('pay-9', attempt => 0);
+\echo :SQLSTATE
+SELECT * FROM idem_finish('pay-9', attempt => -1);
+\echo :SQLSTATE
 RESET idempotency.clock_offset;
 
 -- an owner whose lease lapsed while nobody took over still finishes
