@@ -22,7 +22,7 @@ exec 2>&1
 # shellcheck source=scripts/results.sh
 . "$ROOT/scripts/results.sh"
 
-BUDGET=${IDEM_BUDGET:-720}
+BUDGET=${IDEM_BUDGET:-1500}
 # The runs share the machine: give PostgreSQL::Test's waits more room than alone
 # (a hung test still fails at its file's limit, IDEM_T_TAP_FILE).
 export PG_TEST_TIMEOUT_DEFAULT=${PG_TEST_TIMEOUT_DEFAULT:-180}
