@@ -46,3 +46,14 @@ ALTER TABLE @extschema@.idem_scope_grants
 -- Nothing is open to PUBLIC; idempotency_user gets nothing new
 REVOKE ALL ON TABLE @extschema@.idem_scope_grants FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.idem_scope_grants_changed() FROM PUBLIC;
+
+-- Owner liveness.  An attempt in progress names the session that began it:
+-- the backend's pid, its start time and the server's start time, 20 bytes
+-- (int4send and timestamptz_send of each).  Once that session is gone the
+-- next begin takes the key over without waiting for the lease.  Added as
+-- the last column, so a new install (1.0, then this script) and an updated
+-- 1.0 ledger have one layout.  Rows of 1.0 have none: their lease binds them.
+ALTER TABLE @extschema@.idem_ledger ADD COLUMN owner bytea;
+
+COMMENT ON COLUMN @extschema@.idem_ledger.owner IS
+'The session that began the attempt in progress: pid (4 bytes), backend start and server start (8 bytes each, microseconds since 2000-01-01), big-endian; NULL once the attempt ended, or when none was recorded (the lease alone binds it)';

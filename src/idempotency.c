@@ -35,6 +35,7 @@ bool		IdemSweepVacuum = true;
 bool		IdemPreloaded = false;
 bool		IdemEnforceScopeGrants = false;
 Interval	IdemMaxLease = {0, 0, IDEM_MAX_INTERVAL_YEARS * MONTHS_PER_YEAR};
+bool		IdemOwnerLiveness = true;
 
 static char *default_ttl_text = NULL;
 static char *default_lease_text = NULL;
@@ -299,6 +300,15 @@ _PG_init(void)
 							   PGC_SUSET,
 							   0,
 							   check_positive_interval, assign_max_lease, NULL);
+
+	DefineCustomBoolVariable("idempotency.owner_liveness",
+							 "Records the session that begins an attempt, so that the next begin takes over at once when that session is gone.",
+							 "Off: the attempts this session begins are bound by their lease alone, for work that is begun in one connection and finished in another.",
+							 &IdemOwnerLiveness,
+							 true,
+							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("idempotency");
 

@@ -42,6 +42,7 @@ extern int	IdemSweepBatchSize;
 extern bool IdemPreloaded;
 extern bool IdemEnforceScopeGrants;
 extern Interval IdemMaxLease;
+extern bool IdemOwnerLiveness;
 
 /* What IdemCheckInterval finds wrong with a ttl, lease or clock offset */
 typedef enum IdemIntervalCheck
