@@ -6,6 +6,7 @@ OBJS = src/idempotency.o src/api.o src/ledger.o src/ledger_row.o src/ledger_sql.
 	src/ledger_direct.o src/fingerprint.o src/launcher.o src/sweeper.o
 OBJS += src/scope_guard.o
 OBJS += src/owner.o
+OBJS += src/stats.o
 # install scripts are frozen once released; each later version is an upgrade
 # script, which CREATE EXTENSION applies after the 1.0 install script
 DATA = idempotency--1.0.sql idempotency--1.0--1.1.sql \

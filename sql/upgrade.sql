@@ -114,6 +114,11 @@ SELECT * FROM idem_begin('up-new', lease => '2 hours');
 \echo :SQLSTATE
 RESET idempotency.max_lease;
 
+-- and the counters, one row, readable by pg_read_all_stats
+SELECT count(*) AS stats_rows FROM idem_stats;
+SELECT has_table_privilege('pg_read_all_stats', 'idem_stats', 'SELECT') AS monitor_reads,
+       has_function_privilege('pg_read_all_stats', 'idem_stats_reset()', 'EXECUTE') AS monitor_resets;
+
 -- idempotency_tap 1.0 to 1.1: the ledger snapshot of 1.0 mixed in the rows
 -- of a table that inherits from the ledger; 1.1 reads the ledger's own
 SET client_min_messages = warning;

@@ -22,6 +22,7 @@
 
 #include "compat.h"
 #include "idempotency.h"
+#include "stats.h"
 
 PG_MODULE_MAGIC;
 
@@ -46,7 +47,10 @@ static shmem_request_hook_type prev_shmem_request_hook = NULL;
 
 void		_PG_init(void);
 
-/* Reserve the shared memory of the launcher and the sweepers' status */
+/*
+ * Reserve the shared memory of the launcher, the sweepers' status and the
+ * counters
+ */
 static void
 idem_shmem_request(void)
 {
@@ -54,6 +58,7 @@ idem_shmem_request(void)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(IdemSweepShmemSize());
 	RequestAddinShmemSpace(IdemLauncherShmemSize());
+	RequestAddinShmemSpace(IdemStatsShmemSize());
 }
 
 /*

@@ -30,6 +30,7 @@
 #include "ledger.h"
 #include "ledger_direct.h"
 #include "ledger_sql.h"
+#include "stats.h"
 
 /* How often one call retries after a concurrent delete or update */
 #define IDEM_MAX_TRIES 16
@@ -127,6 +128,7 @@ same_request(const LedgerRow *row, const BeginArgs *args)
 static void
 report_request_mismatch(const BeginArgs *args)
 {
+	IdemStatsAdd(STAT_MISMATCHES, 1);
 	ereport(ERROR,
 			(errcode(ERRCODE_IDEM_REQUEST_MISMATCH),
 			 errmsg("idempotency key \"%s\" was already used with a different request",
@@ -227,6 +229,10 @@ take_over(const BeginArgs *args, const LedgerRow *row, RowStanding standing,
 	else
 		attempt = row->attempt + 1;
 
+	if (standing == ROW_LAPSED)
+		IdemStatsAdd(STAT_TAKEOVERS_LEASE, 1);
+	else if (standing == ROW_OWNER_GONE)
+		IdemStatsAdd(STAT_TAKEOVERS_OWNER_GONE, 1);
 	new_row_values(args, completed, now, values, nulls);
 	values[Anum_ledger_attempt - 1] = Int32GetDatum(attempt);
 	/* a key that counted as absent is born again; a takeover keeps its birth */
@@ -509,6 +515,9 @@ LedgerBegin(Oid nspid, const BeginArgs *args)
 				result.outcome = OUTCOME_IN_PROGRESS;
 			break;
 	}
+	IdemStatsAdd(result.outcome == OUTCOME_STARTED ? STAT_STARTED :
+				 result.outcome == OUTCOME_REPLAYED ? STAT_REPLAYED :
+				 STAT_IN_PROGRESS, 1);
 	return result;
 }
 
@@ -522,6 +531,7 @@ LedgerOnce(Oid nspid, const BeginArgs *args)
 	Settlement	s;
 
 	settle(nspid, args, true, &s);
+	IdemStatsAdd(s.how == SETTLED_STARTED ? STAT_ONCE_TRUE : STAT_ONCE_FALSE, 1);
 	return s.how == SETTLED_STARTED;
 }
 
@@ -613,6 +623,7 @@ LedgerFinish(Oid nspid, text *scope, text *key, int32 status,
 		finished = end_attempt_sql(nspid, scope, key, true, status,
 								   has_response, response, has_attempt,
 								   attempt, now);
+	IdemStatsAdd(STAT_FINISHES, 1);
 	memset(&result, 0, sizeof(result));
 	result.outcome = OUTCOME_COMPLETED;
 	result.has_status = true;
@@ -634,6 +645,7 @@ LedgerRelease(Oid nspid, text *scope, text *key, bool has_attempt,
 {
 	(void) end_attempt_sql(nspid, scope, key, false, 0, false, (Datum) 0,
 						   has_attempt, attempt, IdemNow());
+	IdemStatsAdd(STAT_FAILS, 1);
 }
 
 /*
@@ -650,6 +662,7 @@ LedgerSweepBatch(Oid nspid, int batch_size, ItemPointer cursor,
 
 	*reached_end = (deleted < (uint64) batch_size);
 	LedgerSqlDisconnect(nestlevel);
+	IdemStatsAdd(STAT_KEYS_SWEPT, deleted);
 	return deleted;
 }
 
