@@ -6,6 +6,8 @@ OBJS = src/idempotency.o src/api.o src/ledger.o src/ledger_row.o src/ledger_sql.
 	src/ledger_direct.o src/fingerprint.o src/launcher.o src/sweeper.o
 OBJS += src/scope_guard.o
 OBJS += src/sweep_board.o src/sweep_schedule.o src/sweeper_control.o
+OBJS += src/owner.o
+OBJS += src/stats.o
 # install scripts are frozen once released; each later version is an upgrade
 # script, which CREATE EXTENSION applies after the 1.0 install script
 DATA = idempotency--1.0.sql idempotency--1.0--1.1.sql \
@@ -18,6 +20,7 @@ PG_CFLAGS += -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare \
 # pg_regress: one file per behaviour, in sql/ and expected/
 REGRESS = begin finish fail once key fingerprint sweep guc logged security input inheritance constraints rewrite own_attempt schema_rename
 REGRESS += upgrade scope_grants
+REGRESS += owner
 REGRESS_OPTS = --inputdir=.
 
 # isolation specs: test/specs/*.spec with test/expected/*.out

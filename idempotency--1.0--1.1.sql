@@ -46,3 +46,61 @@ ALTER TABLE @extschema@.idem_scope_grants
 -- Nothing is open to PUBLIC; idempotency_user gets nothing new
 REVOKE ALL ON TABLE @extschema@.idem_scope_grants FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.idem_scope_grants_changed() FROM PUBLIC;
+
+-- Owner liveness.  An attempt in progress names the session that began it:
+-- the backend's pid, its start time and the server's start time, 20 bytes
+-- (int4send and timestamptz_send of each).  Once that session is gone the
+-- next begin takes the key over without waiting for the lease.  Added as
+-- the last column, so a new install (1.0, then this script) and an updated
+-- 1.0 ledger have one layout.  Rows of 1.0 have none: their lease binds them.
+ALTER TABLE @extschema@.idem_ledger ADD COLUMN owner bytea;
+
+COMMENT ON COLUMN @extschema@.idem_ledger.owner IS
+'The session that began the attempt in progress: pid (4 bytes), backend start and server start (8 bytes each, microseconds since 2000-01-01), big-endian; NULL once the attempt ended, or when none was recorded (the lease alone binds it)';
+
+-- Counters an operator watches, per database: what begin answered, IK001s,
+-- takeovers, finishes, fails, idem_once's answers, keys swept.  With the
+-- library preloaded they are the server's, kept in shared memory until it
+-- stops or idem_stats_reset(); without it, each session's own.
+CREATE FUNCTION @extschema@.idem_stats_read(
+    OUT started              bigint,
+    OUT replayed             bigint,
+    OUT in_progress          bigint,
+    OUT mismatches           bigint,
+    OUT takeovers_lease      bigint,
+    OUT takeovers_owner_gone bigint,
+    OUT finishes             bigint,
+    OUT fails                bigint,
+    OUT once_true            bigint,
+    OUT once_false           bigint,
+    OUT keys_swept           bigint,
+    OUT stats_reset          timestamptz,
+    OUT shared               boolean)
+RETURNS record
+AS 'MODULE_PATHNAME', 'idem_stats'
+LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION @extschema@.idem_stats_read() IS
+'The counters of the current database, as the view idem_stats shows them';
+
+CREATE VIEW @extschema@.idem_stats AS
+SELECT * FROM @extschema@.idem_stats_read();
+
+COMMENT ON VIEW @extschema@.idem_stats IS
+'What the API did in this database: begins by outcome, request mismatches (IK001), takeovers after a lapsed lease or a gone owner, finishes, fails, idem_once true and false, keys swept; since stats_reset; shared: counted for every session (library preloaded) or this session only';
+
+CREATE FUNCTION @extschema@.idem_stats_reset()
+RETURNS void
+AS 'MODULE_PATHNAME', 'idem_stats_reset'
+LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION @extschema@.idem_stats_reset() IS
+'Zero the counters of idem_stats for the current database (this session''s only, when the library is not preloaded)';
+
+-- Readable by pg_read_all_stats, as PostgreSQL's own statistics are; only
+-- the extension's owner (and superusers) may reset them
+REVOKE ALL ON FUNCTION @extschema@.idem_stats_read() FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.idem_stats_reset() FROM PUBLIC;
+REVOKE ALL ON TABLE @extschema@.idem_stats FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.idem_stats_read() TO pg_read_all_stats;
+GRANT SELECT ON TABLE @extschema@.idem_stats TO pg_read_all_stats;

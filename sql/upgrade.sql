@@ -2,6 +2,9 @@
 -- ALTER EXTENSION ... UPDATE from 1.0 to 1.1 keeps every key's behaviour,
 -- and what 1.1 adds works afterwards; the same for idempotency_tap
 --
+SET client_min_messages = warning;
+CREATE EXTENSION dblink;
+RESET client_min_messages;
 CREATE EXTENSION idempotency VERSION '1.0';
 \set SHOW_CONTEXT never
 SET timezone = 'UTC';
@@ -20,17 +23,35 @@ SELECT outcome, attempt FROM idem_begin('up-released', '{"amount": 40}');
 SELECT idem_fail('up-released');
 SELECT idem_once('up-msg-1', scope => 'queue');
 SELECT idem_once('up-msg-2', scope => 'queue', ttl => '7 days');
+-- an attempt begun by another session, which has ended since
+SELECT dblink_connect('up_worker', 'dbname=' || current_database());
+SELECT * FROM dblink('up_worker', $$
+    SELECT outcome, attempt FROM idem_begin('up-orphan', lease => '10 minutes')
+$$) AS t(outcome text, attempt int);
+SELECT dblink_disconnect('up_worker');
 CREATE TEMP TABLE ledger_before AS SELECT * FROM idem_ledger;
 
 ALTER EXTENSION idempotency UPDATE;
 SELECT extversion FROM pg_extension WHERE extname = 'idempotency';
 
--- the update changed no row
+-- the update changed no row, and added the owner column last, empty: no
+-- attempt of 1.0 names its session
 SELECT count(*) AS rows_before FROM ledger_before;
+CREATE TEMP VIEW ledger_1_0 AS
+SELECT created_at, expires_at, lease_until, status, attempt, scope, key,
+       state, response, fingerprint
+  FROM idem_ledger;
 SELECT count(*) AS rows_changed FROM (
-    (SELECT * FROM idem_ledger EXCEPT ALL SELECT * FROM ledger_before)
+    (SELECT * FROM ledger_1_0 EXCEPT ALL SELECT * FROM ledger_before)
     UNION ALL
-    (SELECT * FROM ledger_before EXCEPT ALL SELECT * FROM idem_ledger)) AS d;
+    (SELECT * FROM ledger_before EXCEPT ALL SELECT * FROM ledger_1_0)) AS d;
+DROP VIEW ledger_1_0;
+SELECT count(*) FILTER (WHERE owner IS NOT NULL) AS rows_with_owner
+  FROM idem_ledger;
+SELECT attnum, attname, atttypid::regtype, attnotnull
+  FROM pg_attribute
+ WHERE attrelid = 'idem_ledger'::regclass AND attnum > 0 AND NOT attisdropped
+ ORDER BY attnum;
 
 -- completed keys replay what was stored; a changed request is still IK001
 SELECT * FROM idem_begin('up-done-1', '{"amount": 10}');
@@ -39,6 +60,9 @@ SELECT * FROM idem_begin('up-done-1', '{"amount": 11}');
 SELECT * FROM idem_begin('up-done-2', scope => 'payments');
 -- the attempt in progress still holds its key
 SELECT * FROM idem_begin('up-held', '{"amount": 30}');
+-- so does the one whose session has ended: with no owner recorded, its
+-- lease binds it
+SELECT * FROM idem_begin('up-orphan');
 -- the released key starts afresh, attempt one higher
 SELECT * FROM idem_begin('up-released', '{"amount": 40}');
 SELECT * FROM idem_finish('up-released', '{"payment_id": 4}', 201);
@@ -53,6 +77,13 @@ SELECT * FROM idem_begin('up-held', '{"amount": 30}');
 SELECT * FROM idem_finish('up-held', '{"payment_id": 3}', 201, attempt => 1);
 \echo :SQLSTATE
 SELECT * FROM idem_finish('up-held', '{"payment_id": 3}', 201, attempt => 2);
+SELECT * FROM idem_begin('up-orphan');
+-- a takeover (SQL) and a first attempt (the direct path) after the update
+-- name their session as the owner, in this session too, which prepared its
+-- statements before the update
+SELECT owner IS NOT NULL AS has_owner FROM idem_ledger WHERE key = 'up-orphan';
+SELECT outcome, attempt FROM idem_begin('up-owned', lease => '1 hour');
+SELECT owner IS NOT NULL AS has_owner FROM idem_ledger WHERE key = 'up-owned';
 -- past their ttl the keys of 1.0 expire as before
 SET idempotency.clock_offset = '2 days';
 SELECT * FROM idem_begin('up-done-2', scope => 'payments');
@@ -83,11 +114,15 @@ SELECT * FROM idem_begin('up-new', lease => '2 hours');
 \echo :SQLSTATE
 RESET idempotency.max_lease;
 
+-- and the counters, one row, readable by pg_read_all_stats
+SELECT count(*) AS stats_rows FROM idem_stats;
+SELECT has_table_privilege('pg_read_all_stats', 'idem_stats', 'SELECT') AS monitor_reads,
+       has_function_privilege('pg_read_all_stats', 'idem_stats_reset()', 'EXECUTE') AS monitor_resets;
+
 -- idempotency_tap 1.0 to 1.1: the ledger snapshot of 1.0 mixed in the rows
 -- of a table that inherits from the ledger; 1.1 reads the ledger's own
 SET client_min_messages = warning;
 CREATE EXTENSION pgtap;
-CREATE EXTENSION dblink;
 CREATE EXTENSION idempotency_tap VERSION '1.0';
 RESET client_min_messages;
 CREATE TABLE up_history () INHERITS (idem_ledger);

@@ -26,6 +26,7 @@
 #include "parser/parse_relation.h"
 #include "pgstat.h"
 #include "storage/bufmgr.h"
+#include "utils/backend_status.h"
 #include "utils/guc.h"
 #include "utils/relcache.h"
 
@@ -172,6 +173,20 @@ IdemGucMalloc(size_t size)
 	return guc_malloc(LOG, size);
 #else
 	return malloc(size);
+#endif
+}
+
+/*
+ * Entry idx (from 1) of this transaction's copy of the backend status
+ * array, as pg_stat_activity reads it.
+ */
+static inline LocalPgBackendStatus *
+IdemLocalBackendStatus(int idx)
+{
+#if PG_VERSION_NUM >= 160000
+	return pgstat_get_local_beentry_by_index(idx);
+#else
+	return pgstat_fetch_stat_local_beentry(idx);
 #endif
 }
 

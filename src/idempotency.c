@@ -24,6 +24,7 @@
 #include "idempotency.h"
 #include "launcher.h"
 #include "sweep_board.h"
+#include "stats.h"
 
 PG_MODULE_MAGIC;
 
@@ -37,6 +38,7 @@ bool		IdemSweepVacuum = true;
 bool		IdemPreloaded = false;
 bool		IdemEnforceScopeGrants = false;
 Interval	IdemMaxLease = {0, 0, IDEM_MAX_INTERVAL_YEARS * MONTHS_PER_YEAR};
+bool		IdemOwnerLiveness = true;
 
 static char *default_ttl_text = NULL;
 static char *default_lease_text = NULL;
@@ -47,13 +49,16 @@ static shmem_request_hook_type prev_shmem_request_hook = NULL;
 
 void		_PG_init(void);
 
-/* Reserve the shared memory of the sweepers' status board */
+/*
+ * Reserve the shared memory of the sweepers' status board and the counters
+ */
 static void
 idem_shmem_request(void)
 {
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(SweepBoardShmemSize());
+	RequestAddinShmemSpace(IdemStatsShmemSize());
 }
 
 /*
@@ -300,6 +305,15 @@ _PG_init(void)
 							   PGC_SUSET,
 							   0,
 							   check_positive_interval, assign_max_lease, NULL);
+
+	DefineCustomBoolVariable("idempotency.owner_liveness",
+							 "Records the session that begins an attempt, so that the next begin takes over at once when that session is gone.",
+							 "Off: the attempts this session begins are bound by their lease alone, for work that is begun in one connection and finished in another.",
+							 &IdemOwnerLiveness,
+							 true,
+							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("idempotency");
 

@@ -43,6 +43,7 @@ extern bool IdemSweepVacuum;
 extern bool IdemPreloaded;
 extern bool IdemEnforceScopeGrants;
 extern Interval IdemMaxLease;
+extern bool IdemOwnerLiveness;
 
 /* What IdemCheckInterval finds wrong with a ttl, lease or clock offset */
 typedef enum IdemIntervalCheck

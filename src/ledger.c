@@ -14,8 +14,8 @@
  *
  * Concurrent duplicates are arbitrated by the ledger's primary key, never
  * by a read before a write.  Rows that change hands (an expired key, a
- * lapsed or released lease) are taken over under a row lock, after
- * re-reading the locked version.
+ * lapsed or released lease, an attempt whose session is gone) are taken
+ * over under a row lock, after re-reading the locked version.
  *
  * src/ledger.c
  *
@@ -30,6 +30,7 @@
 #include "ledger.h"
 #include "ledger_direct.h"
 #include "ledger_sql.h"
+#include "stats.h"
 
 /* How often one call retries after a concurrent delete or update */
 #define IDEM_MAX_TRIES 16
@@ -40,6 +41,7 @@ typedef enum RowStanding
 	ROW_COMPLETED,				/* live completed key: replay */
 	ROW_HELD,					/* live attempt under a live lease */
 	ROW_LAPSED,					/* committed attempt whose lease ran out */
+	ROW_OWNER_GONE,				/* committed attempt whose session is gone */
 	ROW_RELEASED,				/* attempt released by idem_fail */
 	ROW_EXPIRED					/* counts as absent */
 } RowStanding;
@@ -76,9 +78,10 @@ static struct
 }			last_insert;
 
 /*
- * Classify a row for a caller arriving at time now.  A lease lapses only
- * for a committed attempt: the current transaction's own attempt holds its
- * key until the transaction ends, whatever the clock says.
+ * Classify a row for a caller arriving at time now.  A lease lapses, and an
+ * owner is gone, only for a committed attempt: the current transaction's own
+ * attempt holds its key until the transaction ends, whatever the clock says.
+ * The owner is looked at last, and only under a live lease.
  */
 static RowStanding
 row_standing(const LedgerRow *row, TimestampTz now)
@@ -89,8 +92,12 @@ row_standing(const LedgerRow *row, TimestampTz now)
 		return ROW_COMPLETED;
 	if (row->lease_null)
 		return ROW_RELEASED;
-	if (row->lease_until <= now && !row->mine)
+	if (row->mine)
+		return ROW_HELD;
+	if (row->lease_until <= now)
 		return ROW_LAPSED;
+	if (!row->owner_null && OwnerIsGone(&row->owner))
+		return ROW_OWNER_GONE;
 	return ROW_HELD;
 }
 
@@ -121,6 +128,7 @@ same_request(const LedgerRow *row, const BeginArgs *args)
 static void
 report_request_mismatch(const BeginArgs *args)
 {
+	IdemStatsAdd(STAT_MISMATCHES, 1);
 	ereport(ERROR,
 			(errcode(ERRCODE_IDEM_REQUEST_MISMATCH),
 			 errmsg("idempotency key \"%s\" was already used with a different request",
@@ -145,7 +153,7 @@ report_no_attempt(const LedgerRow *row, text *key, bool has_attempt,
 				(errcode(ERRCODE_IDEM_SUPERSEDED),
 				 errmsg("attempt %d of idempotency key \"%s\" was superseded",
 						attempt, text_to_cstring(key)),
-				 errdetail("Attempt %d took the key over after this attempt's lease lapsed or it was released.",
+				 errdetail("Attempt %d took the key over after this attempt's lease lapsed, its session ended, or it was released.",
 						   row->attempt),
 				 errhint("Nothing was stored; the newer attempt decides the outcome.")));
 
@@ -186,19 +194,23 @@ new_row_values(const BeginArgs *args, bool completed, TimestampTz now,
 		memcpy(row.fingerprint, args->fingerprint, IDEM_FINGERPRINT_LEN);
 	row.created_at = now;
 	row.lease_null = completed;
+	row.owner_null = completed || !IdemOwnerLiveness;
 	if (completed)
 		row.expires_at = IdemTimestampPlus(now, &args->ttl);
 	else
 	{
 		row.lease_until = IdemTimestampPlus(now, &args->lease);
 		row.expires_at = IdemTimestampPlus(row.lease_until, &args->ttl);
+		if (!row.owner_null)
+			OwnerSelf(&row.owner);
 	}
 	LedgerRowValues(&row, args->scope, args->key, values, nulls);
 }
 
 /*
  * Give a locked row to a new attempt: attempt one higher after a lapsed or
- * released lease, a fresh key (attempt 1) after expiry.  Returns the attempt.
+ * released lease or a gone owner, a fresh key (attempt 1) after expiry.
+ * Returns the attempt.
  */
 static int32
 take_over(const BeginArgs *args, const LedgerRow *row, RowStanding standing,
@@ -217,6 +229,10 @@ take_over(const BeginArgs *args, const LedgerRow *row, RowStanding standing,
 	else
 		attempt = row->attempt + 1;
 
+	if (standing == ROW_LAPSED)
+		IdemStatsAdd(STAT_TAKEOVERS_LEASE, 1);
+	else if (standing == ROW_OWNER_GONE)
+		IdemStatsAdd(STAT_TAKEOVERS_OWNER_GONE, 1);
 	new_row_values(args, completed, now, values, nulls);
 	values[Anum_ledger_attempt - 1] = Int32GetDatum(attempt);
 	/* a key that counted as absent is born again; a takeover keeps its birth */
@@ -237,6 +253,7 @@ end_attempt(LedgerRow *row, TimestampTz now, bool complete, int32 status,
 	row->expires_at = now + (row->expires_at - row->lease_until);
 	row->lease_null = true;
 	row->lease_until = 0;
+	row->owner_null = true;
 	if (complete)
 	{
 		row->is_completed = true;
@@ -398,10 +415,11 @@ settle_sql(Oid nspid, const BeginArgs *args, bool once, TimestampTz now,
 		standing = row_standing(&row, now);
 
 		if (standing == ROW_EXPIRED || standing == ROW_RELEASED ||
-			standing == ROW_LAPSED)
+			standing == ROW_LAPSED || standing == ROW_OWNER_GONE)
 		{
 			/* The row changes hands: lock it and look again */
-			if (!once && standing == ROW_LAPSED && !same_request(&row, args))
+			if (!once && (standing == ROW_LAPSED || standing == ROW_OWNER_GONE) &&
+				!same_request(&row, args))
 				report_request_mismatch(args);
 			if (!LedgerSqlFetch(args->scope, args->key,
 								args->wait ? LEDGER_LOCK : LEDGER_LOCK_SKIP, &row))
@@ -419,7 +437,8 @@ settle_sql(Oid nspid, const BeginArgs *args, bool once, TimestampTz now,
 			}
 			standing = row_standing(&row, now);
 			if (standing == ROW_EXPIRED || standing == ROW_RELEASED ||
-				(standing == ROW_LAPSED && (once || same_request(&row, args))))
+				((standing == ROW_LAPSED || standing == ROW_OWNER_GONE) &&
+				 (once || same_request(&row, args))))
 			{
 				settled_started(s, take_over(args, &row, standing, once, now));
 				return;
@@ -496,6 +515,9 @@ LedgerBegin(Oid nspid, const BeginArgs *args)
 				result.outcome = OUTCOME_IN_PROGRESS;
 			break;
 	}
+	IdemStatsAdd(result.outcome == OUTCOME_STARTED ? STAT_STARTED :
+				 result.outcome == OUTCOME_REPLAYED ? STAT_REPLAYED :
+				 STAT_IN_PROGRESS, 1);
 	return result;
 }
 
@@ -509,6 +531,7 @@ LedgerOnce(Oid nspid, const BeginArgs *args)
 	Settlement	s;
 
 	settle(nspid, args, true, &s);
+	IdemStatsAdd(s.how == SETTLED_STARTED ? STAT_ONCE_TRUE : STAT_ONCE_FALSE, 1);
 	return s.how == SETTLED_STARTED;
 }
 
@@ -600,6 +623,7 @@ LedgerFinish(Oid nspid, text *scope, text *key, int32 status,
 		finished = end_attempt_sql(nspid, scope, key, true, status,
 								   has_response, response, has_attempt,
 								   attempt, now);
+	IdemStatsAdd(STAT_FINISHES, 1);
 	memset(&result, 0, sizeof(result));
 	result.outcome = OUTCOME_COMPLETED;
 	result.has_status = true;
@@ -621,6 +645,7 @@ LedgerRelease(Oid nspid, text *scope, text *key, bool has_attempt,
 {
 	(void) end_attempt_sql(nspid, scope, key, false, 0, false, (Datum) 0,
 						   has_attempt, attempt, IdemNow());
+	IdemStatsAdd(STAT_FAILS, 1);
 }
 
 /*
@@ -637,6 +662,7 @@ LedgerSweepBatch(Oid nspid, int batch_size, ItemPointer cursor,
 
 	*reached_end = (deleted < (uint64) batch_size);
 	LedgerSqlDisconnect(nestlevel);
+	IdemStatsAdd(STAT_KEYS_SWEPT, deleted);
 	return deleted;
 }
 

@@ -60,8 +60,10 @@ static LedgerKeyState probe_key(Relation rel, Relation idx, text *scope,
 								text *key, ItemPointer tid);
 
 /*
- * True when the ledger still has exactly the install script's columns and
- * constraints.  The direct path writes rows without the executor, so a
+ * True when the ledger still has exactly the columns and constraints that
+ * the install and upgrade scripts made (a ledger of 1.0 that ALTER EXTENSION
+ * has not updated yet lacks the owner column: it is served through SQL until
+ * it is updated).  The direct path writes rows without the executor, so a
  * CHECK constraint or a NOT NULL a user added (or dropped) sends every call
  * to the SQL path, where the executor enforces it.  (A dropped column also
  * changes the layout: the direct path stays off until the ledger is made
@@ -254,6 +256,8 @@ read_slot(LedgerDirect *ld, bool want_response, LedgerRow *row,
 	row->expires_at = DatumGetTimestampTz(d);
 	d = slot_getattr(slot, Anum_ledger_lease_until, &row->lease_null);
 	row->lease_until = row->lease_null ? 0 : DatumGetTimestampTz(d);
+	d = slot_getattr(slot, Anum_ledger_owner, &isnull);
+	LedgerRowSetOwner(row, d, isnull);
 }
 
 /* True when the row in ld->rslot is the one of (scope, key) */

@@ -15,7 +15,7 @@
 
 #include "ledger_row.h"
 
-/* The ledger's columns, as the install script creates them */
+/* The ledger's columns, as the install and upgrade scripts make them */
 const LedgerColumn LedgerColumns[Natts_ledger] =
 {
 	{"created_at", TIMESTAMPTZOID, true},
@@ -28,6 +28,7 @@ const LedgerColumn LedgerColumns[Natts_ledger] =
 	{"state", TEXTOID, true},
 	{"response", JSONBOID, false},
 	{"fingerprint", BYTEAOID, false},
+	{"owner", BYTEAOID, false},
 };
 
 /*
@@ -47,6 +48,16 @@ LedgerRowSetFingerprint(LedgerRow *row, Datum d, bool isnull)
 		row->fingerprint_null = true;
 	else
 		memcpy(row->fingerprint, VARDATA_ANY(fp), IDEM_FINGERPRINT_LEN);
+}
+
+/*
+ * Set row's owner from the ledger's bytea; a value of the wrong length
+ * counts as NULL (no owner: the lease alone binds the attempt).
+ */
+void
+LedgerRowSetOwner(LedgerRow *row, Datum d, bool isnull)
+{
+	row->owner_null = isnull || !OwnerFromDatum(d, &row->owner);
 }
 
 /* A fingerprint as the ledger's bytea */
@@ -82,6 +93,9 @@ LedgerRowValues(const LedgerRow *row, text *scope, text *key,
 	values[Anum_ledger_fingerprint - 1] = row->fingerprint_null ?
 		(Datum) 0 : LedgerFingerprintDatum(row->fingerprint);
 	nulls[Anum_ledger_fingerprint - 1] = row->fingerprint_null;
+	values[Anum_ledger_owner - 1] = row->owner_null ?
+		(Datum) 0 : OwnerDatum(&row->owner);
+	nulls[Anum_ledger_owner - 1] = row->owner_null;
 }
 
 /*

@@ -19,8 +19,12 @@
 #include "datatype/timestamp.h"
 
 #include "idempotency.h"
+#include "owner.h"
 
-/* Column numbers of the ledger, as the install script creates it */
+/*
+ * Column numbers of the ledger, as the install script and the upgrade
+ * scripts after it make it (owner is 1.1's, added last)
+ */
 #define Anum_ledger_created_at	1
 #define Anum_ledger_expires_at	2
 #define Anum_ledger_lease_until	3
@@ -31,7 +35,8 @@
 #define Anum_ledger_state		8
 #define Anum_ledger_response	9
 #define Anum_ledger_fingerprint	10
-#define Natts_ledger			10
+#define Anum_ledger_owner		11
+#define Natts_ledger			11
 
 /* Name, type and nullability of each column, in table order */
 typedef struct LedgerColumn
@@ -58,6 +63,8 @@ typedef struct LedgerRow
 	TimestampTz expires_at;
 	bool		lease_null;
 	TimestampTz lease_until;
+	bool		owner_null;		/* no owner recorded: the lease alone binds */
+	IdemOwner	owner;			/* the session that began the attempt */
 	bool		mine;			/* written by the current transaction */
 } LedgerRow;
 
@@ -70,6 +77,7 @@ typedef enum LedgerKeyState
 } LedgerKeyState;
 
 extern void LedgerRowSetFingerprint(LedgerRow *row, Datum d, bool isnull);
+extern void LedgerRowSetOwner(LedgerRow *row, Datum d, bool isnull);
 extern Datum LedgerFingerprintDatum(const uint8 *fingerprint);
 extern void LedgerRowValues(const LedgerRow *row, text *scope, text *key,
 							Datum *values, bool *nulls);

@@ -34,14 +34,16 @@
 #include "ledger_sql.h"
 
 /*
- * Statements, with %s standing for the schema-qualified ledger.  Operators
- * are qualified too, so no search_path can change what they mean.
+ * Statements, with the first %s standing for the schema-qualified ledger.
+ * Operators are qualified too, so no search_path can change what they mean.
+ * A ledger of 1.0 that ALTER EXTENSION has not updated yet has no owner
+ * column: the statements leave it out there (the other %s).
  */
-/* Both take the ledger's columns in table order as $1 ... $10 */
+/* Both take the ledger's columns in table order as $1 ... $11 */
 static const char *insert_sql =
 "INSERT INTO %s AS l (created_at, expires_at, lease_until, status, attempt,"
-"                     scope, key, state, response, fingerprint)"
-" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+"                     scope, key, state, response, fingerprint%s)"
+" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10%s)"
 " ON CONFLICT (scope, key) DO NOTHING"
 " RETURNING l.attempt";
 
@@ -49,12 +51,12 @@ static const char *insert_sql =
 static const char *replace_sql =
 "UPDATE ONLY %s SET created_at = COALESCE($1, created_at), expires_at = $2,"
 "       lease_until = $3, status = $4, attempt = $5, state = $8,"
-"       response = $9, fingerprint = $10"
+"       response = $9, fingerprint = $10%s"
 " WHERE scope OPERATOR(pg_catalog.=) $6 AND key OPERATOR(pg_catalog.=) $7";
 
 #define LEDGER_ROW_COLUMNS \
 	"state, status, response, attempt, fingerprint, created_at, expires_at," \
-	" lease_until, xmin"
+	" lease_until, xmin, %s"
 
 static const char *select_sql =
 "SELECT " LEDGER_ROW_COLUMNS " FROM ONLY %s"
@@ -97,6 +99,7 @@ typedef struct LedgerPlans
 	NameData	nspname;		/* the name written into the statements */
 	uint32		nsphash;		/* hash of nspid in the pg_namespace cache */
 	bool		recheck;		/* pg_namespace changed: check nspname */
+	bool		has_owner;		/* the ledger has 1.1's owner column */
 	SPIPlanPtr	insert;
 	SPIPlanPtr	select;
 	SPIPlanPtr	lock;
@@ -148,12 +151,12 @@ ledger_plans_free_retired(XactEvent event, void *arg)
 }
 
 /*
- * Prepare one statement on the ledger and keep it for the backend's life.
+ * Prepare one statement on the ledger and keep it for the backend's life;
+ * sql is palloc'd, and freed.
  */
 static SPIPlanPtr
-prepare_kept(const char *fmt, const char *ledger, int nargs, Oid *argtypes)
+prepare_kept(char *sql, int nargs, Oid *argtypes)
 {
-	char	   *sql = psprintf(fmt, ledger, ledger);
 	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
 
 	if (plan == NULL)
@@ -163,6 +166,20 @@ prepare_kept(const char *fmt, const char *ledger, int nargs, Oid *argtypes)
 		elog(ERROR, "SPI_keepplan failed");
 	pfree(sql);
 	return plan;
+}
+
+/*
+ * True when the ledger of schema nspid has the owner column of version 1.1:
+ * ALTER EXTENSION ... UPDATE adds it while sessions that prepared their
+ * statements without it run on.
+ */
+static bool
+ledger_has_owner(Oid nspid)
+{
+	Oid			relid = get_relname_relid(IDEM_LEDGER_NAME, nspid);
+
+	return OidIsValid(relid) &&
+		get_attnum(relid, LedgerColumns[Anum_ledger_owner - 1].name) != InvalidAttrNumber;
 }
 
 /*
@@ -179,11 +196,15 @@ ledger_prepare(Oid nspid)
 	Oid			row_args[Natts_ledger];
 	Oid			sweep_args[3] = {TIDOID, TIMESTAMPTZOID, INT4OID};
 	Oid			count_args[1] = {TIMESTAMPTZOID};
+	bool		has_owner;
+	int			natts;
+	const char *owner_select;
 	SPIPlanPtr *all[] = {&plans.insert, &plans.select, &plans.lock,
 		&plans.lock_skip, &plans.replace, &plans.sweep, &plans.count_expired};
 	MemoryContext oldcxt;
 
-	if (plans.nspid == nspid && OidIsValid(nspid) && !plans.recheck)
+	if (plans.nspid == nspid && OidIsValid(nspid) && !plans.recheck &&
+		(plans.has_owner || !ledger_has_owner(nspid)))
 		return;
 
 	if (!callbacks_registered)
@@ -200,8 +221,10 @@ ledger_prepare(Oid nspid)
 	nspname = get_namespace_name(nspid);
 	if (nspname == NULL)
 		elog(ERROR, "schema with OID %u does not exist", nspid);
+	has_owner = ledger_has_owner(nspid);
 	if (plans.nspid == nspid && OidIsValid(nspid) &&
-		strcmp(nspname, NameStr(plans.nspname)) == 0)
+		strcmp(nspname, NameStr(plans.nspname)) == 0 &&
+		plans.has_owner == has_owner)
 		return;
 
 	/* A different or renamed schema: retire the old plans first */
@@ -223,13 +246,25 @@ ledger_prepare(Oid nspid)
 	ledger = psprintf("%s.%s", quote_identifier(nspname),
 					  quote_identifier(IDEM_LEDGER_NAME));
 
-	plans.insert = prepare_kept(insert_sql, ledger, Natts_ledger, row_args);
-	plans.select = prepare_kept(select_sql, ledger, 2, key_args);
-	plans.lock = prepare_kept(lock_sql, ledger, 2, key_args);
-	plans.lock_skip = prepare_kept(lock_skip_sql, ledger, 2, key_args);
-	plans.replace = prepare_kept(replace_sql, ledger, Natts_ledger, row_args);
-	plans.sweep = prepare_kept(sweep_sql, ledger, 3, sweep_args);
-	plans.count_expired = prepare_kept(count_expired_sql, ledger, 1, count_args);
+	natts = has_owner ? Natts_ledger : Natts_ledger - 1;
+	owner_select = has_owner ? "owner" : "NULL::pg_catalog.bytea";
+	plans.insert = prepare_kept(psprintf(insert_sql, ledger,
+										 has_owner ? ", owner" : "",
+										 has_owner ? ", $11" : ""),
+								natts, row_args);
+	plans.select = prepare_kept(psprintf(select_sql, owner_select, ledger),
+								2, key_args);
+	plans.lock = prepare_kept(psprintf(lock_sql, owner_select, ledger),
+							  2, key_args);
+	plans.lock_skip = prepare_kept(psprintf(lock_skip_sql, owner_select, ledger),
+								   2, key_args);
+	plans.replace = prepare_kept(psprintf(replace_sql, ledger,
+										  has_owner ? ", owner = $11" : ""),
+								 natts, row_args);
+	plans.sweep = prepare_kept(psprintf(sweep_sql, ledger, ledger), 3, sweep_args);
+	plans.count_expired = prepare_kept(psprintf(count_expired_sql, ledger),
+									   1, count_args);
+	plans.has_owner = has_owner;
 	namestrcpy(&plans.nspname, nspname);
 	plans.nspid = nspid;
 	pfree(ledger);
@@ -306,6 +341,8 @@ read_row(LedgerRow *row)
 	row->lease_until = row->lease_null ? 0 : DatumGetTimestampTz(d);
 	d = SPI_getbinval(tup, desc, 9, &isnull);
 	row->mine = TransactionIdIsCurrentTransactionId(DatumGetTransactionId(d));
+	d = SPI_getbinval(tup, desc, 10, &isnull);
+	LedgerRowSetOwner(row, d, isnull);
 }
 
 /*

@@ -68,8 +68,11 @@ sub fill
 		};
 	}
 	$sql .= q{
-		-- in progress under a live lease
+		-- in progress under a live lease, begun without an owner so
+		-- that the lease alone binds it once this session has ended
+		SET idempotency.owner_liveness = off;
 		SELECT idem_begin('held', '{"h": 1}', lease => '1 hour');
+		RESET idempotency.owner_liveness;
 		-- released
 		SELECT idem_begin('released', '{"r": 1}');
 		SELECT idem_fail('released');
