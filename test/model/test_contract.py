@@ -17,7 +17,8 @@ Connection: PGHOST, PGPORT, PGDATABASE, PGUSER (libpq's variables).  The
 role must be a superuser (clock_offset) and the database must have the
 extension; the test empties idem_ledger, so give it a database of its own.
 Size: IDEM_MODEL_STEPS (total steps, default 6000), IDEM_MODEL_STEP_COUNT
-(steps per example, default 40).
+(steps per example, default 40).  IDEM_MODEL_LEDGER=sql-path,unlogged runs
+the same test with the direct path turned off, or an UNLOGGED ledger.
 """
 
 import os
@@ -72,6 +73,9 @@ TX_ACTIONS = ["BEGIN", "BEGIN", "COMMIT", "COMMIT", "ROLLBACK", "SAVEPOINT", "RO
               "RELEASE"]
 
 SESSIONS = st.sampled_from([0, 1])
+# The ledger the run uses: sql-path (a CHECK constraint turns the direct
+# heap and index path off: every call takes SQL), unlogged, or both
+LEDGER = os.environ.get("IDEM_MODEL_LEDGER", "").split(",")
 # UTC: a day is 24 hours.  lock_timeout: a call that should not wait but does
 # fails with 55P03 instead of hanging.  LOAD: with the library loaded before
 # the first SET, idempotency.clock_offset is a real setting, not a placeholder
@@ -124,6 +128,12 @@ class Server:
             row = cls.observer.execute(
                 "SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
             assert row and row[0], "connect as a superuser: the test sets idempotency.clock_offset"
+            cls.observer.execute(
+                "ALTER TABLE idem_ledger DROP CONSTRAINT IF EXISTS idem_model_sql_path")
+            if "sql-path" in LEDGER:
+                cls.observer.execute("ALTER TABLE idem_ledger"
+                                     " ADD CONSTRAINT idem_model_sql_path CHECK (true)")
+            cls.observer.execute("SELECT idem_set_logged(%s)", ("unlogged" not in LEDGER,))
             for doc in RESPONSES + REQUESTS:
                 if doc not in (OMIT, None):
                     text, fp = cls.observer.execute(
