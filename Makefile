@@ -4,7 +4,7 @@ EXTENSION = idempotency idempotency_tap
 MODULE_big = idempotency
 OBJS = src/idempotency.o src/api.o src/ledger.o src/ledger_row.o src/ledger_sql.o \
 	src/ledger_direct.o src/fingerprint.o src/launcher.o src/sweeper.o
-OBJS += src/scope_guard.o
+OBJS += src/scope_guard.o src/citus.o
 # install scripts are frozen once released; each later version is an upgrade
 # script, which CREATE EXTENSION applies after the 1.0 install script
 DATA = idempotency--1.0.sql idempotency--1.0--1.1.sql \

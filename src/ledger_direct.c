@@ -21,7 +21,9 @@
  * stays on the SQL path in ledger.c.  The direct path is used only where it
  * behaves exactly like the SQL path: READ COMMITTED, a read-write
  * transaction on a primary, a ledger with no triggers or row security, and
- * the column layout the install script made.
+ * the column layout the install script made.  A ledger that Citus
+ * distributes is never opened here: its own heap is an empty shell, and
+ * only statements that Citus plans reach the shards (citus.c).
  *
  * src/ledger_direct.c
  *
@@ -52,6 +54,7 @@
 #include "utils/relcache.h"
 #include "utils/snapmgr.h"
 
+#include "citus.h"
 #include "compat.h"
 #include "ledger_direct.h"
 
@@ -109,7 +112,7 @@ LedgerDirectOpen(LedgerDirect *ld, Oid nspid, bool for_insert)
 	if (IsolationUsesXactSnapshot() || XactReadOnly || RecoveryInProgress())
 		return false;
 	relid = get_relname_relid(IDEM_LEDGER_NAME, nspid);
-	if (!OidIsValid(relid))
+	if (!OidIsValid(relid) || IdemCitusTable(relid))
 		return false;
 	rel = table_open(relid, RowExclusiveLock);
 	if (rel->rd_rel->relkind != RELKIND_RELATION ||
@@ -523,7 +526,11 @@ probe_key(Relation rel, Relation idx, text *scope, text *key, ItemPointer tid)
 
 /*
  * The state of a key, for the SQL path of begin with wait => false (see
- * probe_key).  Opens the ledger by itself.
+ * probe_key).  Opens the ledger by itself.  A ledger that Citus distributes
+ * has no rows of its own to probe, and a dirty snapshot cannot look into
+ * the shards: KEY_ABSENT, so that the insertion decides (and, like any
+ * insertion on the SQL path, waits behind an uncommitted one of the same
+ * key).
  */
 LedgerKeyState
 LedgerKeyProbe(Oid nspid, text *scope, text *key)
@@ -539,6 +546,8 @@ LedgerKeyProbe(Oid nspid, text *scope, text *key)
 		return KEY_ABSENT;
 	if (!OidIsValid(relid))
 		elog(ERROR, "ledger table of the idempotency extension is missing");
+	if (IdemCitusTable(relid))
+		return KEY_ABSENT;
 	rel = table_open(relid, AccessShareLock);
 	idxid = IdemPrimaryKeyIndex(rel);
 	if (!OidIsValid(idxid))

@@ -31,6 +31,7 @@
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
+#include "citus.h"
 #include "ledger_sql.h"
 
 /*
@@ -78,6 +79,39 @@ static const char *sweep_sql =
 "   LIMIT $3 FOR UPDATE SKIP LOCKED))"
 " RETURNING ctid";
 
+/*
+ * On a ledger that Citus distributes, Citus plans every statement and sends
+ * it to the shards.  Two need another form there: a shard's xmin is a
+ * transaction id of another server, meaningless here (a row of the
+ * caller's own transaction is not recognised as such: its lease lapses on
+ * time like any other), and a ctid names a position in one shard only, so
+ * a sweep deletes every expired row of every shard in one statement (Citus
+ * sends it to all shards at once), waiting for a row a caller holds locked.
+ */
+#define LEDGER_ROW_COLUMNS_CITUS \
+	"state, status, response, attempt, fingerprint, created_at, expires_at," \
+	" lease_until, NULL::pg_catalog.xid"
+
+static const char *select_citus_sql =
+"SELECT " LEDGER_ROW_COLUMNS_CITUS " FROM ONLY %s"
+" WHERE scope OPERATOR(pg_catalog.=) $1 AND key OPERATOR(pg_catalog.=) $2";
+
+static const char *lock_citus_sql =
+"SELECT " LEDGER_ROW_COLUMNS_CITUS " FROM ONLY %s"
+" WHERE scope OPERATOR(pg_catalog.=) $1 AND key OPERATOR(pg_catalog.=) $2"
+" FOR UPDATE";
+
+static const char *lock_skip_citus_sql =
+"SELECT " LEDGER_ROW_COLUMNS_CITUS " FROM ONLY %s"
+" WHERE scope OPERATOR(pg_catalog.=) $1 AND key OPERATOR(pg_catalog.=) $2"
+" FOR UPDATE SKIP LOCKED";
+
+/* $1 (the cursor) and $3 (the batch size) are not used */
+static const char *sweep_citus_sql =
+"DELETE FROM ONLY %s WHERE expires_at OPERATOR(pg_catalog.<=) $2"
+" AND $1 IS NOT NULL AND $3 IS NOT NULL"
+" RETURNING NULL::pg_catalog.tid";
+
 static const char *count_expired_sql =
 "SELECT pg_catalog.count(*) FROM ONLY %s"
 " WHERE expires_at OPERATOR(pg_catalog.<=) $1";
@@ -95,6 +129,7 @@ typedef struct LedgerPlans
 {
 	Oid			nspid;
 	NameData	nspname;		/* the name written into the statements */
+	bool		citus;			/* prepared for a ledger Citus distributes */
 	uint32		nsphash;		/* hash of nspid in the pg_namespace cache */
 	bool		recheck;		/* pg_namespace changed: check nspname */
 	SPIPlanPtr	insert;
@@ -183,6 +218,13 @@ ledger_prepare(Oid nspid)
 		&plans.lock_skip, &plans.replace, &plans.sweep, &plans.count_expired};
 	MemoryContext oldcxt;
 
+	bool		citus;
+
+	/* The ledger became (or stopped being) a Citus table: prepare afresh */
+	citus = OidIsValid(nspid) &&
+		IdemCitusTable(get_relname_relid(IDEM_LEDGER_NAME, nspid));
+	if (citus != plans.citus)
+		plans.nspid = InvalidOid;
 	if (plans.nspid == nspid && OidIsValid(nspid) && !plans.recheck)
 		return;
 
@@ -224,13 +266,18 @@ ledger_prepare(Oid nspid)
 					  quote_identifier(IDEM_LEDGER_NAME));
 
 	plans.insert = prepare_kept(insert_sql, ledger, Natts_ledger, row_args);
-	plans.select = prepare_kept(select_sql, ledger, 2, key_args);
-	plans.lock = prepare_kept(lock_sql, ledger, 2, key_args);
-	plans.lock_skip = prepare_kept(lock_skip_sql, ledger, 2, key_args);
+	plans.select = prepare_kept(citus ? select_citus_sql : select_sql,
+								ledger, 2, key_args);
+	plans.lock = prepare_kept(citus ? lock_citus_sql : lock_sql,
+							  ledger, 2, key_args);
+	plans.lock_skip = prepare_kept(citus ? lock_skip_citus_sql : lock_skip_sql,
+								   ledger, 2, key_args);
 	plans.replace = prepare_kept(replace_sql, ledger, Natts_ledger, row_args);
-	plans.sweep = prepare_kept(sweep_sql, ledger, 3, sweep_args);
+	plans.sweep = prepare_kept(citus ? sweep_citus_sql : sweep_sql,
+							   ledger, 3, sweep_args);
 	plans.count_expired = prepare_kept(count_expired_sql, ledger, 1, count_args);
 	namestrcpy(&plans.nspname, nspname);
+	plans.citus = citus;
 	plans.nspid = nspid;
 	pfree(ledger);
 }
@@ -305,7 +352,8 @@ read_row(LedgerRow *row)
 	d = SPI_getbinval(tup, desc, 8, &row->lease_null);
 	row->lease_until = row->lease_null ? 0 : DatumGetTimestampTz(d);
 	d = SPI_getbinval(tup, desc, 9, &isnull);
-	row->mine = TransactionIdIsCurrentTransactionId(DatumGetTransactionId(d));
+	row->mine = !isnull &&
+		TransactionIdIsCurrentTransactionId(DatumGetTransactionId(d));
 }
 
 /*
@@ -397,7 +445,8 @@ LedgerSqlSweep(ItemPointer cursor, TimestampTz now, int batch_size)
 															SPI_tuptable->tupdesc,
 															1, &isnull));
 
-		if (ItemPointerCompare(tid, cursor) > 0)
+		/* no position on a Citus ledger: the sweep took every shard's rows */
+		if (!isnull && ItemPointerCompare(tid, cursor) > 0)
 			ItemPointerCopy(tid, cursor);
 	}
 	return deleted;
