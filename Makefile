@@ -16,7 +16,7 @@ PG_CFLAGS += -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare \
 
 # pg_regress: one file per behaviour, in sql/ and expected/
 REGRESS = begin finish fail once key fingerprint sweep guc logged security input inheritance constraints rewrite own_attempt schema_rename
-REGRESS += upgrade scope_grants
+REGRESS += upgrade scope_grants distribute
 REGRESS_OPTS = --inputdir=.
 
 # isolation specs: test/specs/*.spec with test/expected/*.out
