@@ -292,6 +292,22 @@ for my $by ('key', 'scope')
 	is($coord->safe_psql('postgres', "SELECT outcome FROM idem_begin('$by-1', '{\"a\": 1}', scope => 't1')"),
 		'replayed', "by $by: a live key survives the sweep");
 
+	# The sweeper on the coordinator does the same, on its own clock
+	$coord->safe_psql('postgres',
+		"SELECT idem_once('$by-swept-' || i, scope => 's' || i, ttl => '1 minute')"
+		  . " FROM generate_series(1, 20) i");
+	$coord->safe_psql('postgres',
+		"LOAD 'idempotency'; ALTER SYSTEM SET idempotency.clock_offset = '2 minutes'; SELECT pg_reload_conf();");
+	$coord->safe_psql('postgres', 'SELECT idem_sweeper_start()');
+	ok($coord->poll_query_until('postgres',
+			"SELECT coalesce(sum(result::bigint), 0) FROM run_command_on_shards('idem_ledger',"
+			  . " \$\$SELECT count(*) FROM %s WHERE key LIKE '$by-swept-%%'\$\$)",
+			'0'),
+		"by $by: the sweeper started on the coordinator empties every shard of expired keys");
+	$coord->safe_psql('postgres', 'SELECT idem_sweeper_stop()');
+	$coord->safe_psql('postgres',
+		"LOAD 'idempotency'; ALTER SYSTEM RESET idempotency.clock_offset; SELECT pg_reload_conf();");
+
 	# concurrent duplicates: the shard's primary key arbitrates
 	my $one_started = 0;
 	for my $round (1 .. 5)
