@@ -112,10 +112,17 @@ LedgerDirectOpen(LedgerDirect *ld, Oid nspid, bool for_insert)
 	if (IsolationUsesXactSnapshot() || XactReadOnly || RecoveryInProgress())
 		return false;
 	relid = get_relname_relid(IDEM_LEDGER_NAME, nspid);
-	if (!OidIsValid(relid) || IdemCitusTable(relid))
+	if (!OidIsValid(relid))
 		return false;
 	rel = table_open(relid, RowExclusiveLock);
-	if (rel->rd_rel->relkind != RELKIND_RELATION ||
+
+	/*
+	 * Asked after the lock is taken, which processes the invalidations of
+	 * a distribution committed meanwhile (Citus's shell table also carries
+	 * a trigger, but that is not what keeps this path off it).
+	 */
+	if (IdemCitusTable(relid) ||
+		rel->rd_rel->relkind != RELKIND_RELATION ||
 		rel->rd_rel->relam != HEAP_TABLE_AM_OID ||
 		rel->trigdesc != NULL ||
 		rel->rd_rel->relrowsecurity ||
@@ -546,9 +553,12 @@ LedgerKeyProbe(Oid nspid, text *scope, text *key)
 		return KEY_ABSENT;
 	if (!OidIsValid(relid))
 		elog(ERROR, "ledger table of the idempotency extension is missing");
-	if (IdemCitusTable(relid))
-		return KEY_ABSENT;
 	rel = table_open(relid, AccessShareLock);
+	if (IdemCitusTable(relid))
+	{
+		table_close(rel, AccessShareLock);
+		return KEY_ABSENT;
+	}
 	idxid = IdemPrimaryKeyIndex(rel);
 	if (!OidIsValid(idxid))
 		elog(ERROR, "ledger table of the idempotency extension has no primary key");
