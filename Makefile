@@ -8,6 +8,7 @@ OBJS += src/scope_guard.o
 OBJS += src/sweep_board.o src/sweep_schedule.o src/sweeper_control.o
 OBJS += src/owner.o
 OBJS += src/stats.o
+OBJS += src/citus.o
 # install scripts are frozen once released; each later version is an upgrade
 # script, which CREATE EXTENSION applies after the 1.0 install script
 DATA = idempotency--1.0.sql idempotency--1.0--1.1.sql \
@@ -21,6 +22,7 @@ PG_CFLAGS += -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare \
 REGRESS = begin finish fail once key fingerprint sweep guc logged security input inheritance constraints rewrite own_attempt schema_rename
 REGRESS += upgrade scope_grants
 REGRESS += owner
+REGRESS += distribute
 REGRESS_OPTS = --inputdir=.
 
 # isolation specs: test/specs/*.spec with test/expected/*.out

@@ -104,3 +104,38 @@ REVOKE ALL ON FUNCTION @extschema@.idem_stats_reset() FROM PUBLIC;
 REVOKE ALL ON TABLE @extschema@.idem_stats FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.idem_stats_read() TO pg_read_all_stats;
 GRANT SELECT ON TABLE @extschema@.idem_stats TO pg_read_all_stats;
+
+-- Scaling out with Citus.  idem_distribute makes the ledger a Citus
+-- distributed table, by scope or by key: the primary key (key, scope)
+-- includes either column, so each shard's unique index arbitrates between
+-- concurrent duplicates.  The API then reaches the shards through
+-- statements Citus plans; the direct path steps aside on a Citus table.
+CREATE FUNCTION @extschema@.idem_distribute(
+    "by"          text     DEFAULT 'scope',
+    colocate_with regclass DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF $1 IS NULL OR $1 NOT IN ('scope', 'key') THEN
+        RAISE EXCEPTION 'cannot distribute the ledger by "%"', $1
+            USING ERRCODE = '22023',
+                  DETAIL = 'The distribution column must be one of the primary key''s: scope or key.',
+                  HINT = 'Distribute by scope to keep a tenant''s keys beside its rows, by key to spread them evenly.';
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'citus') THEN
+        RAISE EXCEPTION 'the citus extension is not installed in this database'
+            USING ERRCODE = '0A000',
+                  HINT = 'Add citus to shared_preload_libraries, run CREATE EXTENSION citus and add the worker nodes first.';
+    END IF;
+    PERFORM pg_catalog.create_distributed_table(
+        '@extschema@.idem_ledger'::pg_catalog.regclass, $1,
+        colocate_with => COALESCE($2::pg_catalog.text, 'default'));
+END
+$$;
+
+COMMENT ON FUNCTION @extschema@.idem_distribute(text, regclass) IS
+'Make the ledger a Citus distributed table, by scope (beside tables distributed by tenant, co-located with colocate_with) or by key (even spread); run it on the coordinator';
+
+REVOKE ALL ON FUNCTION @extschema@.idem_distribute(text, regclass) FROM PUBLIC;

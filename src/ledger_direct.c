@@ -21,7 +21,9 @@
  * stays on the SQL path in ledger.c.  The direct path is used only where it
  * behaves exactly like the SQL path: READ COMMITTED, a read-write
  * transaction on a primary, a ledger with no triggers or row security, and
- * the column layout the install script made.
+ * the column layout the install script made.  A ledger that Citus
+ * distributes is never opened here: its own heap is an empty shell, and
+ * only statements that Citus plans reach the shards (citus.c).
  *
  * src/ledger_direct.c
  *
@@ -52,6 +54,7 @@
 #include "utils/relcache.h"
 #include "utils/snapmgr.h"
 
+#include "citus.h"
 #include "compat.h"
 #include "ledger_direct.h"
 
@@ -114,7 +117,14 @@ LedgerDirectOpen(LedgerDirect *ld, Oid nspid, bool for_insert)
 	if (!OidIsValid(relid))
 		return false;
 	rel = table_open(relid, RowExclusiveLock);
-	if (rel->rd_rel->relkind != RELKIND_RELATION ||
+
+	/*
+	 * Asked after the lock is taken, which processes the invalidations of
+	 * a distribution committed meanwhile (Citus's shell table also carries
+	 * a trigger, but that is not what keeps this path off it).
+	 */
+	if (IdemCitusTable(relid) ||
+		rel->rd_rel->relkind != RELKIND_RELATION ||
 		rel->rd_rel->relam != HEAP_TABLE_AM_OID ||
 		rel->trigdesc != NULL ||
 		rel->rd_rel->relrowsecurity ||
@@ -527,7 +537,11 @@ probe_key(Relation rel, Relation idx, text *scope, text *key, ItemPointer tid)
 
 /*
  * The state of a key, for the SQL path of begin with wait => false (see
- * probe_key).  Opens the ledger by itself.
+ * probe_key).  Opens the ledger by itself.  A ledger that Citus distributes
+ * has no rows of its own to probe, and a dirty snapshot cannot look into
+ * the shards: KEY_ABSENT, so that the insertion decides (and, like any
+ * insertion on the SQL path, waits behind an uncommitted one of the same
+ * key).
  */
 LedgerKeyState
 LedgerKeyProbe(Oid nspid, text *scope, text *key)
@@ -544,6 +558,11 @@ LedgerKeyProbe(Oid nspid, text *scope, text *key)
 	if (!OidIsValid(relid))
 		elog(ERROR, "ledger table of the idempotency extension is missing");
 	rel = table_open(relid, AccessShareLock);
+	if (IdemCitusTable(relid))
+	{
+		table_close(rel, AccessShareLock);
+		return KEY_ABSENT;
+	}
 	idxid = IdemPrimaryKeyIndex(rel);
 	if (!OidIsValid(idxid))
 		elog(ERROR, "ledger table of the idempotency extension has no primary key");

@@ -31,6 +31,7 @@
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
+#include "citus.h"
 #include "ledger_sql.h"
 
 /*
@@ -54,9 +55,10 @@ static const char *replace_sql =
 "       response = $9, fingerprint = $10%s"
 " WHERE scope OPERATOR(pg_catalog.=) $6 AND key OPERATOR(pg_catalog.=) $7";
 
+/* %s: xmin (or, on Citus, NULL), then the owner (or NULL before 1.1) */
 #define LEDGER_ROW_COLUMNS \
 	"state, status, response, attempt, fingerprint, created_at, expires_at," \
-	" lease_until, xmin, %s"
+	" lease_until, %s, %s"
 
 static const char *select_sql =
 "SELECT " LEDGER_ROW_COLUMNS " FROM ONLY %s"
@@ -80,6 +82,22 @@ static const char *sweep_sql =
 "   LIMIT $3 FOR UPDATE SKIP LOCKED))"
 " RETURNING ctid";
 
+/*
+ * On a ledger that Citus distributes, Citus plans every statement and sends
+ * it to the shards.  Two things need another form there: a shard's xmin is
+ * a transaction id of another server, meaningless here (a row of the
+ * caller's own transaction is not recognised as such: its lease lapses on
+ * time like any other), so the row readers read NULL in its place; and a
+ * ctid names a position in one shard only, so a sweep deletes every expired
+ * row of every shard in one statement (Citus sends it to all shards at
+ * once), waiting for a row a caller holds locked.  $1 (the cursor) and $3
+ * (the batch size) are not used.
+ */
+static const char *sweep_citus_sql =
+"DELETE FROM ONLY %s WHERE expires_at OPERATOR(pg_catalog.<=) $2"
+" AND $1 IS NOT NULL AND $3 IS NOT NULL"
+" RETURNING NULL::pg_catalog.tid";
+
 static const char *count_expired_sql =
 "SELECT pg_catalog.count(*) FROM ONLY %s"
 " WHERE expires_at OPERATOR(pg_catalog.<=) $1";
@@ -97,6 +115,7 @@ typedef struct LedgerPlans
 {
 	Oid			nspid;
 	NameData	nspname;		/* the name written into the statements */
+	bool		citus;			/* prepared for a ledger Citus distributes */
 	uint32		nsphash;		/* hash of nspid in the pg_namespace cache */
 	bool		recheck;		/* pg_namespace changed: check nspname */
 	bool		has_owner;		/* the ledger has 1.1's owner column */
@@ -203,6 +222,14 @@ ledger_prepare(Oid nspid)
 		&plans.lock_skip, &plans.replace, &plans.sweep, &plans.count_expired};
 	MemoryContext oldcxt;
 
+	bool		citus;
+	const char *xmin_select;
+
+	/* The ledger became (or stopped being) a Citus table: prepare afresh */
+	citus = OidIsValid(nspid) &&
+		IdemCitusTable(get_relname_relid(IDEM_LEDGER_NAME, nspid));
+	if (citus != plans.citus)
+		plans.nspid = InvalidOid;
 	if (plans.nspid == nspid && OidIsValid(nspid) && !plans.recheck &&
 		(plans.has_owner || !ledger_has_owner(nspid)))
 		return;
@@ -248,23 +275,26 @@ ledger_prepare(Oid nspid)
 
 	natts = has_owner ? Natts_ledger : Natts_ledger - 1;
 	owner_select = has_owner ? "owner" : "NULL::pg_catalog.bytea";
+	xmin_select = citus ? "NULL::pg_catalog.xid" : "xmin";
 	plans.insert = prepare_kept(psprintf(insert_sql, ledger,
 										 has_owner ? ", owner" : "",
 										 has_owner ? ", $11" : ""),
 								natts, row_args);
-	plans.select = prepare_kept(psprintf(select_sql, owner_select, ledger),
+	plans.select = prepare_kept(psprintf(select_sql, xmin_select, owner_select, ledger),
 								2, key_args);
-	plans.lock = prepare_kept(psprintf(lock_sql, owner_select, ledger),
+	plans.lock = prepare_kept(psprintf(lock_sql, xmin_select, owner_select, ledger),
 							  2, key_args);
-	plans.lock_skip = prepare_kept(psprintf(lock_skip_sql, owner_select, ledger),
+	plans.lock_skip = prepare_kept(psprintf(lock_skip_sql, xmin_select, owner_select, ledger),
 								   2, key_args);
 	plans.replace = prepare_kept(psprintf(replace_sql, ledger,
 										  has_owner ? ", owner = $11" : ""),
 								 natts, row_args);
-	plans.sweep = prepare_kept(psprintf(sweep_sql, ledger, ledger), 3, sweep_args);
+	plans.sweep = prepare_kept(citus ? psprintf(sweep_citus_sql, ledger) :
+							   psprintf(sweep_sql, ledger, ledger), 3, sweep_args);
 	plans.count_expired = prepare_kept(psprintf(count_expired_sql, ledger),
 									   1, count_args);
 	plans.has_owner = has_owner;
+	plans.citus = citus;
 	namestrcpy(&plans.nspname, nspname);
 	plans.nspid = nspid;
 	pfree(ledger);
@@ -340,7 +370,8 @@ read_row(LedgerRow *row)
 	d = SPI_getbinval(tup, desc, 8, &row->lease_null);
 	row->lease_until = row->lease_null ? 0 : DatumGetTimestampTz(d);
 	d = SPI_getbinval(tup, desc, 9, &isnull);
-	row->mine = TransactionIdIsCurrentTransactionId(DatumGetTransactionId(d));
+	row->mine = !isnull &&
+		TransactionIdIsCurrentTransactionId(DatumGetTransactionId(d));
 	d = SPI_getbinval(tup, desc, 10, &isnull);
 	LedgerRowSetOwner(row, d, isnull);
 }
@@ -434,7 +465,8 @@ LedgerSqlSweep(ItemPointer cursor, TimestampTz now, int batch_size)
 															SPI_tuptable->tupdesc,
 															1, &isnull));
 
-		if (ItemPointerCompare(tid, cursor) > 0)
+		/* no position on a Citus ledger: the sweep took every shard's rows */
+		if (!isnull && ItemPointerCompare(tid, cursor) > 0)
 			ItemPointerCopy(tid, cursor);
 	}
 	return deleted;

@@ -1,0 +1,119 @@
+/*-------------------------------------------------------------------------
+ *
+ * citus.c
+ *	  Whether the ledger is a Citus table, whose rows live in shards.
+ *
+ * On a Citus node, a distributed or reference table (or a Citus local
+ * table) is a shell: its own heap stays empty and Citus's planner sends
+ * every statement on it to the shards.  The direct path opens heaps and
+ * indexes itself, past any planner, so it must never be used on such a
+ * table: it would read an empty shell and write rows that no shard holds.
+ * A table is a Citus table when pg_dist_partition, the catalog Citus
+ * installs in pg_catalog, has a row for it.
+ *
+ * The answer is kept per backend for the last relation asked about and
+ * dropped on a relcache invalidation of that relation (Citus invalidates a
+ * table's relcache entry whenever its row in pg_dist_partition changes).
+ * Where the Citus library is not loaded, which every Citus node requires
+ * (shared_preload_libraries), nothing is looked up at all.
+ *
+ * src/citus.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/table.h"
+#include "catalog/pg_namespace.h"
+#include "commands/extension.h"
+#include "utils/fmgroids.h"
+#include "utils/guc.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+
+#include "citus.h"
+
+/* pg_dist_partition.logicalrelid, the table's OID */
+#define Anum_dist_partition_logicalrelid 1
+
+/* The last answer: whether relid is a Citus table */
+static struct
+{
+	bool		valid;
+	Oid			relid;
+	bool		is_citus;
+}			cached;
+
+/* Forget the answer when its relation's relcache entry is invalidated */
+static void
+citus_relcache_callback(Datum arg, Oid relid)
+{
+	if (!OidIsValid(relid) || relid == cached.relid)
+		cached.valid = false;
+}
+
+/*
+ * True when the Citus library is loaded in this backend.  Citus works only
+ * when preloaded, so the answer, taken from a GUC Citus defines, cannot
+ * change during the backend's life once it is true; while it is false it
+ * costs one hash look-up.
+ */
+static bool
+citus_loaded(void)
+{
+	static bool loaded = false;
+
+	if (!loaded)
+		loaded = GetConfigOption("citus.version", true, false) != NULL;
+	return loaded;
+}
+
+/* Look pg_dist_partition up for relid; the Citus extension exists */
+static bool
+lookup_dist_partition(Oid relid)
+{
+	Oid			catalog;
+	Relation	rel;
+	SysScanDesc scan;
+	ScanKeyData skey;
+	bool		found;
+
+	catalog = get_relname_relid("pg_dist_partition", PG_CATALOG_NAMESPACE);
+	if (!OidIsValid(catalog))
+		return false;
+	rel = table_open(catalog, AccessShareLock);
+	ScanKeyInit(&skey, Anum_dist_partition_logicalrelid,
+				BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(relid));
+	scan = systable_beginscan(rel, InvalidOid, false, NULL, 1, &skey);
+	found = HeapTupleIsValid(systable_getnext(scan));
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return found;
+}
+
+/*
+ * True when relid is a Citus distributed, reference or local table, whose
+ * rows only statements planned by Citus may read or write.
+ */
+bool
+IdemCitusTable(Oid relid)
+{
+	static bool callback_registered = false;
+
+	if (!citus_loaded())
+		return false;
+	if (cached.valid && cached.relid == relid)
+		return cached.is_citus;
+	if (!callback_registered)
+	{
+		CacheRegisterRelcacheCallback(citus_relcache_callback, (Datum) 0);
+		callback_registered = true;
+	}
+	/* An invalidation during the look-up clears valid again */
+	cached.relid = relid;
+	cached.valid = true;
+	cached.is_citus = OidIsValid(get_extension_oid("citus", true)) &&
+		lookup_dist_partition(relid);
+	return cached.is_citus;
+}
