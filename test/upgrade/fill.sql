@@ -17,18 +17,25 @@ SELECT idem_finish('pay-nobody', NULL, 204);
 SELECT idem_begin('日本語のキー', '{"ü": "ß"}', ttl => '7 days');
 SELECT idem_finish('日本語のキー', '{"ok": "✓"}');
 
--- in progress under a lease of one hour
+-- in progress under a lease of one hour.  Begun with no owner recorded, so
+-- that the lease alone holds it: this session ends right after the fill, and
+-- a restore runs on another server, either of which would count as its
+-- owner gone (see README, "When the owner's session is gone").
+SET idempotency.owner_liveness = off;
 SELECT idem_begin('job-1', '{"job": 1}', lease => '1 hour', ttl => '7 days');
+RESET idempotency.owner_liveness;
 
 -- released: the next begin starts afresh
 SELECT idem_begin('pay-3', '{"amount": 3}');
 SELECT idem_fail('pay-3');
 
 -- taken over after its lease lapsed: attempt 2 in progress, attempt 1 superseded
+SET idempotency.owner_liveness = off;
 SELECT idem_begin('taken', '{"t": 1}', lease => '1 minute');
 SET idempotency.clock_offset = '2 minutes';
 SELECT idem_begin('taken', '{"t": 1}', lease => '1 hour');
 RESET idempotency.clock_offset;
+RESET idempotency.owner_liveness;
 
 -- consumer de-duplication
 SELECT idem_once('msg-1', ttl => '7 days');
