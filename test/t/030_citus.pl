@@ -41,6 +41,10 @@ sub citus_node
 shared_preload_libraries = 'citus'
 max_prepared_transactions = 20
 citus.node_conninfo = 'sslmode=prefer'
+# This file tests routing and arbitration through Citus, with sessions that
+# begin an attempt and end at once: the lease alone is to hold an attempt
+# here (027_owner_liveness.pl tests the takeover from an ended session)
+idempotency.owner_liveness = off
 });
 	$node->start;
 	$node->safe_psql('postgres', 'CREATE EXTENSION citus');
