@@ -16,8 +16,10 @@
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
+#include "fingerprint.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "settings.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/timestamp.h"

@@ -20,6 +20,7 @@
 #include "common/cryptohash.h"
 #include "common/sha2.h"
 #include "common/shortest_dec.h"
+#include "fingerprint.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"

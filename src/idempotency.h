@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * idempotency.h
- *	  Shared declarations of the idempotency extension.
+ *	  Names, limits and SQLSTATEs shared by every module of the extension.
  *
  * src/idempotency.h
  *
@@ -11,10 +11,6 @@
 #define IDEMPOTENCY_H
 
 #include "postgres.h"
-
-#include "datatype/timestamp.h"
-#include "storage/itemptr.h"
-#include "utils/jsonb.h"
 
 #define IDEM_EXTENSION_NAME		"idempotency"
 #define IDEM_LEDGER_NAME		"idem_ledger"
@@ -32,35 +28,5 @@
 #define ERRCODE_IDEM_REQUEST_MISMATCH	MAKE_SQLSTATE('I','K','0','0','1')
 #define ERRCODE_IDEM_NOT_IN_PROGRESS	MAKE_SQLSTATE('I','K','0','0','2')
 #define ERRCODE_IDEM_SUPERSEDED			MAKE_SQLSTATE('I','K','0','0','3')
-
-/* idempotency.c: GUCs */
-extern Interval IdemDefaultTtl;
-extern Interval IdemDefaultLease;
-extern Interval IdemClockOffset;
-extern int	IdemSweepInterval;		/* seconds; 0 turns sweeping off */
-extern int	IdemSweepBatchSize;
-extern bool IdemSweepVacuum;
-extern bool IdemPreloaded;
-extern bool IdemEnforceScopeGrants;
-extern Interval IdemMaxLease;
-extern bool IdemOwnerLiveness;
-
-/* What IdemCheckInterval finds wrong with a ttl, lease or clock offset */
-typedef enum IdemIntervalCheck
-{
-	INTERVAL_OK,
-	INTERVAL_TOO_LONG,			/* over IDEM_MAX_INTERVAL_YEARS years */
-	INTERVAL_NEGATIVE_PART,		/* a field below zero where it must be positive */
-	INTERVAL_NOT_POSITIVE		/* zero where it must be positive */
-} IdemIntervalCheck;
-
-extern IdemIntervalCheck IdemCheckInterval(const Interval *span, bool positive);
-extern TimestampTz IdemNow(void);
-extern TimestampTz IdemTimestampPlus(TimestampTz ts, const Interval *span);
-
-/* fingerprint.c: canonical JSON, pure C */
-extern void IdemFingerprint(Jsonb *request, uint8 *out);
-extern char *IdemCanonicalText(Jsonb *doc);
-
 
 #endif							/* IDEMPOTENCY_H */

@@ -25,6 +25,7 @@
 
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "settings.h"
 #include "utils/builtins.h"
 
 #include "ledger.h"

@@ -37,6 +37,7 @@
 #include "executor/tuptable.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "settings.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"

@@ -27,6 +27,7 @@
 #include "postgres.h"
 
 #include "miscadmin.h"
+#include "settings.h"
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
 #include "storage/proc.h"

@@ -27,6 +27,7 @@
 #include "postgres.h"
 
 #include "postmaster/interrupt.h"
+#include "settings.h"
 #include "utils/guc.h"
 #include "utils/timestamp.h"
 

@@ -26,6 +26,7 @@
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
+#include "settings.h"
 #include "storage/latch.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
