@@ -30,6 +30,11 @@
 #include "utils/guc.h"
 #include "utils/relcache.h"
 
+/* PostgreSQL 16 moved the varlena macros (VARDATA, SET_VARSIZE ...) to varatt.h */
+#if PG_VERSION_NUM >= 160000
+#include "varatt.h"
+#endif
+
 #if PG_VERSION_NUM < 150000
 #error "idempotency needs PostgreSQL 15 or later"
 #endif

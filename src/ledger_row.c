@@ -13,6 +13,7 @@
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
+#include "compat.h"
 #include "ledger_row.h"
 
 /* The ledger's columns, as the install and upgrade scripts make them */
