@@ -83,47 +83,46 @@ require_arg(FunctionCallInfo fcinfo, int argno, const char *name)
 				 errmsg("%s must not be NULL", name)));
 }
 
-/* Check a key: not empty, at most IDEM_MAX_KEY_BYTES bytes */
+/*
+ * Check a key or a scope argument: not NULL, at most IDEM_MAX_KEY_BYTES
+ * bytes, and not empty unless it may be (the default scope is '').
+ */
+static text *
+validated_name(FunctionCallInfo fcinfo, int argno, const char *what,
+			   bool may_be_empty)
+{
+	text	   *name;
+	int			len;
+
+	require_arg(fcinfo, argno, what);
+	name = PG_GETARG_TEXT_PP(argno);
+	len = VARSIZE_ANY_EXHDR(name);
+	if (len == 0 && !may_be_empty)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must not be empty", what)));
+	if (len > IDEM_MAX_KEY_BYTES)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s is too long", what),
+				 errdetail("The %s is %d bytes long; the limit is %d bytes.",
+						   what, len, IDEM_MAX_KEY_BYTES),
+				 may_be_empty ? 0 :
+				 errhint("Derive a shorter key, for example with idem_key().")));
+	return name;
+}
+
 static text *
 validated_key(FunctionCallInfo fcinfo, int argno)
 {
-	text	   *key;
-	int			len;
-
-	require_arg(fcinfo, argno, "key");
-	key = PG_GETARG_TEXT_PP(argno);
-	len = VARSIZE_ANY_EXHDR(key);
-	if (len == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("key must not be empty")));
-	if (len > IDEM_MAX_KEY_BYTES)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("key is too long"),
-				 errdetail("The key is %d bytes long; the limit is %d bytes.",
-						   len, IDEM_MAX_KEY_BYTES),
-				 errhint("Derive a shorter key, for example with idem_key().")));
-	return key;
+	return validated_name(fcinfo, argno, "key", false);
 }
 
-/* Check a scope: not NULL; it may be empty (the default scope) */
+/* The default scope is the empty one */
 static text *
 validated_scope(FunctionCallInfo fcinfo, int argno)
 {
-	text	   *scope;
-	int			len;
-
-	require_arg(fcinfo, argno, "scope");
-	scope = PG_GETARG_TEXT_PP(argno);
-	len = VARSIZE_ANY_EXHDR(scope);
-	if (len > IDEM_MAX_KEY_BYTES)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("scope is too long"),
-				 errdetail("The scope is %d bytes long; the limit is %d bytes.",
-						   len, IDEM_MAX_KEY_BYTES)));
-	return scope;
+	return validated_name(fcinfo, argno, "scope", true);
 }
 
 /*
