@@ -7,11 +7,12 @@ OBJS = src/idempotency.o src/settings.o src/api.o src/ledger.o src/ledger_row.o 
 OBJS += src/scope_guard.o
 OBJS += src/sweep_board.o src/sweep_schedule.o src/sweeper_control.o
 OBJS += src/owner.o
+OBJS += src/await.o
 OBJS += src/stats.o
 OBJS += src/citus.o
 # install scripts are frozen once released; each later version is an upgrade
 # script, which CREATE EXTENSION applies after the 1.0 install script
-DATA = idempotency--1.0.sql idempotency--1.0--1.1.sql \
+DATA = idempotency--1.0.sql idempotency--1.0--1.1.sql idempotency--1.1--1.2.sql \
 	idempotency_tap--1.0.sql idempotency_tap--1.0--1.1.sql
 PGFILEDESC = "idempotency - idempotency keys inside PostgreSQL"
 

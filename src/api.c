@@ -15,6 +15,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "fingerprint.h"
 #include "fmgr.h"
@@ -170,6 +171,30 @@ validated_interval(FunctionCallInfo fcinfo, int argno, const char *name,
 	return span;
 }
 
+/*
+ * The await argument: the interval rule of ttl and lease, except that zero
+ * is accepted and means not to wait.  Returns false for zero.  Waiting
+ * needs READ COMMITTED: a transaction that reads one snapshot throughout
+ * could never see the attempt it waits for settle.
+ */
+static bool
+validated_await(FunctionCallInfo fcinfo, int argno, Interval *await)
+{
+	Interval	span = *PG_GETARG_INTERVAL_P(argno);
+
+	if (span.month == 0 && span.day == 0 && span.time == 0)
+		return false;
+	*await = validated_interval(fcinfo, argno, "await", NULL);
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("idem_begin cannot await in a %s transaction",
+						IsolationIsSerializable() ? "SERIALIZABLE" : "REPEATABLE READ"),
+				 errdetail("The transaction's snapshot would never show the awaited attempt settle."),
+				 errhint("Await in a READ COMMITTED transaction, or leave await NULL.")));
+	return true;
+}
+
 /* The outcome column's text */
 static const char *
 outcome_text(IdemOutcome outcome)
@@ -219,10 +244,11 @@ result_datum(FunctionCallInfo fcinfo, const IdemResult *result)
 }
 
 /*
- * idem_begin(key, request, scope, ttl, lease, wait) returns idem_result
+ * idem_begin(key, request, scope, ttl, lease, wait, await) returns idem_result
  *
  * Claims the key for a new attempt ('started'), replays a completed one
- * ('replayed') or reports that another attempt holds it ('in_progress').
+ * ('replayed') or reports that another attempt holds it ('in_progress'),
+ * having waited up to await for that attempt to settle.
  */
 Datum
 idem_begin(PG_FUNCTION_ARGS)
@@ -241,6 +267,9 @@ idem_begin(PG_FUNCTION_ARGS)
 	args.has_request = !PG_ARGISNULL(1);
 	if (args.has_request)
 		IdemFingerprint(PG_GETARG_JSONB_P(1), args.fingerprint);
+	/* await is 1.2's: a function of 1.1 not updated yet has six arguments */
+	args.has_await = PG_NARGS() > 6 && !PG_ARGISNULL(6) &&
+		validated_await(fcinfo, 6, &args.await);
 
 	nspid = caller_namespace(fcinfo);
 	ScopeGuardCheck(nspid, args.scope);
@@ -319,6 +348,7 @@ idem_once(PG_FUNCTION_ARGS)
 	args.ttl = validated_interval(fcinfo, 2, "ttl", &IdemDefaultTtl);
 	args.lease = IdemDefaultLease;
 	args.wait = true;
+	args.has_await = false;
 	args.has_request = false;
 
 	nspid = caller_namespace(fcinfo);

@@ -26,6 +26,7 @@
 #include "parser/parse_relation.h"
 #include "pgstat.h"
 #include "storage/bufmgr.h"
+#include "storage/proc.h"
 #include "utils/backend_status.h"
 #include "utils/guc.h"
 #include "utils/relcache.h"
@@ -192,6 +193,17 @@ IdemLocalBackendStatus(int idx)
 	return pgstat_get_local_beentry_by_index(idx);
 #else
 	return pgstat_fetch_stat_local_beentry(idx);
+#endif
+}
+
+/* The number of a PGPROC in the array of them (17 dropped its pgprocno) */
+static inline int
+IdemProcNumber(PGPROC *proc)
+{
+#if PG_VERSION_NUM >= 170000
+	return GetNumberFromPGProc(proc);
+#else
+	return proc->pgprocno;
 #endif
 }
 

@@ -13,8 +13,10 @@
 #include "miscadmin.h"
 #include "storage/shmem.h"
 
+#include "await.h"
 #include "idempotency.h"
 #include "launcher.h"
+#include "owner.h"
 #include "sweep_board.h"
 #include "settings.h"
 #include "stats.h"
@@ -26,7 +28,8 @@ static shmem_request_hook_type prev_shmem_request_hook = NULL;
 void		_PG_init(void);
 
 /*
- * Reserve the shared memory of the sweepers' status board and the counters
+ * Reserve the shared memory of the sweepers' status board, the counters, and
+ * await's slots and registry of exiting owners
  */
 static void
 idem_shmem_request(void)
@@ -35,6 +38,8 @@ idem_shmem_request(void)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(SweepBoardShmemSize());
 	RequestAddinShmemSpace(IdemStatsShmemSize());
+	RequestAddinShmemSpace(AwaitShmemSize());
+	RequestAddinShmemSpace(OwnerShmemSize());
 }
 
 /*

@@ -27,7 +27,9 @@
 #include "access/xlog.h"
 #include "settings.h"
 #include "utils/builtins.h"
+#include "utils/timestamp.h"
 
+#include "await.h"
 #include "ledger.h"
 #include "ledger_direct.h"
 #include "ledger_sql.h"
@@ -203,7 +205,10 @@ new_row_values(const BeginArgs *args, bool completed, TimestampTz now,
 		row.lease_until = IdemTimestampPlus(now, &args->lease);
 		row.expires_at = IdemTimestampPlus(row.lease_until, &args->ttl);
 		if (!row.owner_null)
+		{
 			OwnerSelf(&row.owner);
+			AwaitNoteOwner();
+		}
 	}
 	LedgerRowValues(&row, args->scope, args->key, values, nulls);
 }
@@ -239,6 +244,8 @@ take_over(const BeginArgs *args, const LedgerRow *row, RowStanding standing,
 	/* a key that counted as absent is born again; a takeover keeps its birth */
 	nulls[Anum_ledger_created_at - 1] = (standing != ROW_EXPIRED);
 	LedgerSqlReplace(values, nulls);
+	/* whoever awaits the old attempt looks again once this commits */
+	AwaitKeyChanged(args->scope, args->key);
 	return attempt;
 }
 
@@ -480,8 +487,78 @@ settle(Oid nspid, const BeginArgs *args, bool once, Settlement *s)
 }
 
 /*
+ * True when the settlement is another transaction's committed attempt in
+ * progress, for the same request: what await waits on.  (A transaction
+ * waiting for its own attempt would wait for nothing; a changed request
+ * is IK001 at once.)
+ */
+static bool
+held_by_other(const Settlement *s, const BeginArgs *args)
+{
+	return s->how == SETTLED_LIVE && s->standing == ROW_HELD &&
+		!s->row.mine && same_request(&s->row, args);
+}
+
+/*
+ * Await: wait, up to args->await, for the attempt that holds the key to
+ * settle, and settle the key again each time it may have (await.c wakes
+ * this backend).  Ends with the settlement the last look found: started
+ * (released, taken over, or its owner gone: the caller takes over),
+ * completed (replay), or still held when the interval has passed.  A row
+ * that another transaction is writing (seen as busy by a caller that will
+ * not wait for writers) is still awaited: its commit wakes us.  The wait
+ * also ends when the attempt's lease does, for the takeover.
+ */
+static void
+await_settle(Oid nspid, const BeginArgs *args, Settlement *s)
+{
+	TimestampTz deadline = IdemTimestampPlus(GetCurrentTimestamp(), &args->await);
+	bool		timed_out = false;
+	TimestampTz lease_until = s->row.lease_until;
+
+	IdemStatsAdd(STAT_AWAITS, 1);
+	AwaitPrepare(args->scope, args->key);
+	for (;;)
+	{
+		TimestampTz now;
+		long		timeout_ms;
+
+		/* Look first: a wake that came before AwaitPrepare is not lost */
+		settle(nspid, args, false, s);
+		if (s->how == SETTLED_LIVE && s->standing == ROW_HELD)
+		{
+			if (!held_by_other(s, args))
+				break;
+			lease_until = s->row.lease_until;
+		}
+		else if (s->how != SETTLED_BUSY)
+			break;
+
+		now = GetCurrentTimestamp();
+		if (now >= deadline)
+		{
+			timed_out = true;
+			break;
+		}
+		timeout_ms = (long) ((deadline - now + 999) / 1000);
+		if (lease_until != 0)
+		{
+			TimestampTz lease_left = lease_until - IdemNow();
+
+			timeout_ms = Min(timeout_ms,
+							 Max((long) ((lease_left + 999) / 1000), 1));
+		}
+		AwaitSleep(timeout_ms);
+	}
+	AwaitDone();
+	if (timed_out)
+		IdemStatsAdd(STAT_AWAIT_TIMEOUTS, 1);
+}
+
+/*
  * Begin: claim the key for a new attempt (started), replay a completed one
- * (replayed) or report that another attempt holds it (in_progress).
+ * (replayed) or report that another attempt holds it (in_progress), having
+ * awaited it when asked to.
  */
 IdemResult
 LedgerBegin(Oid nspid, const BeginArgs *args)
@@ -490,6 +567,8 @@ LedgerBegin(Oid nspid, const BeginArgs *args)
 	IdemResult	result;
 
 	settle(nspid, args, false, &s);
+	if (unlikely(args->has_await) && held_by_other(&s, args))
+		await_settle(nspid, args, &s);
 	memset(&result, 0, sizeof(result));
 	result.has_attempt = s.has_attempt;
 	result.attempt = s.attempt;
@@ -603,6 +682,9 @@ end_attempt_sql(Oid nspid, text *scope, text *key, bool complete,
 	LedgerRowValues(&row, scope, key, values, nulls);
 	LedgerSqlReplace(values, nulls);
 	LedgerSqlDisconnect(nestlevel);
+	/* an attempt of an earlier transaction: someone may await it */
+	if (!row.mine)
+		AwaitKeyChanged(scope, key);
 	return row.attempt;
 }
 

@@ -31,6 +31,8 @@ typedef struct BeginArgs
 	Interval	ttl;
 	Interval	lease;
 	bool		wait;
+	bool		has_await;		/* await given, and longer than zero */
+	Interval	await;
 } BeginArgs;
 
 /* What a call tells its caller: the outcome column of idem_result */

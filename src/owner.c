@@ -14,6 +14,12 @@
  * The test reads the process array and the backend status array, no SQL.
  * It errs only towards "alive": then the lease is the bound, as before.
  *
+ * A backend that has begun to exit can commit nothing more, but stays in the
+ * process array until the very end of its exit, after the last moment it
+ * can wake anyone.  With the library preloaded, it marks itself as exiting
+ * first (OwnerMarkExiting, called on the way out by await.c), so that those
+ * it wakes find it gone.
+ *
  * src/owner.c
  *
  *-------------------------------------------------------------------------
@@ -22,7 +28,12 @@
 
 #include "access/xlog.h"
 #include "miscadmin.h"
+#include "port/atomics.h"
 #include "port/pg_bswap.h"
+#include "settings.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
 #include "storage/proc.h"
 #include "storage/procarray.h"
 #include "utils/backend_status.h"
@@ -30,6 +41,89 @@
 
 #include "compat.h"
 #include "owner.h"
+
+/*
+ * One entry per backend, by its number in the process array: the pid and
+ * start time of the backend that last began to exit in that place.  Shared
+ * memory, when preloaded.
+ */
+typedef struct OwnerExiting
+{
+	pg_atomic_uint32 pid;
+	pg_atomic_uint64 started;
+} OwnerExiting;
+
+static OwnerExiting *exiting = NULL;
+
+/* Shared memory the registry of exiting backends needs when preloaded */
+Size
+OwnerShmemSize(void)
+{
+	return mul_size(MaxBackends, sizeof(OwnerExiting));
+}
+
+/* Attach to the registry of exiting backends; false when not preloaded */
+static bool
+exiting_attach(void)
+{
+	bool		found;
+	OwnerExiting *entries;
+
+	if (exiting != NULL)
+		return true;
+	if (!IdemPreloaded || !IsUnderPostmaster)
+		return false;
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	entries = ShmemInitStruct("idempotency exiting owners", OwnerShmemSize(),
+							  &found);
+	if (!found)
+	{
+		for (int i = 0; i < MaxBackends; i++)
+		{
+			pg_atomic_init_u32(&entries[i].pid, 0);
+			pg_atomic_init_u64(&entries[i].started, 0);
+		}
+	}
+	LWLockRelease(AddinShmemInitLock);
+	exiting = entries;
+	return true;
+}
+
+/*
+ * Mark the current backend as exiting: from now on it owns nothing.  Called
+ * on the way out, before it wakes those who await its keys.
+ */
+void
+OwnerMarkExiting(void)
+{
+	int			n;
+
+	if (MyProc == NULL || !exiting_attach())
+		return;
+	n = IdemProcNumber(MyProc);
+	if (n < 0 || n >= MaxBackends)
+		return;
+	pg_atomic_write_u64(&exiting[n].started, (uint64) MyStartTimestamp);
+	pg_write_barrier();
+	pg_atomic_write_u32(&exiting[n].pid, (uint32) MyProcPid);
+}
+
+/* True when proc, the owner's pid's backend, has marked itself as exiting */
+static bool
+owner_exiting(PGPROC *proc, const IdemOwner *owner)
+{
+	int			n;
+
+	if (!exiting_attach())
+		return false;
+	n = IdemProcNumber(proc);
+	if (n < 0 || n >= MaxBackends)
+		return false;
+	if (pg_atomic_read_u32(&exiting[n].pid) != (uint32) owner->pid)
+		return false;
+	pg_read_barrier();
+	return pg_atomic_read_u64(&exiting[n].started) == (uint64) owner->started;
+}
 
 /* The current session as an owner */
 void
@@ -104,12 +198,15 @@ status_has_owner(const IdemOwner *owner)
 
 /*
  * True when the owner's session no longer exists: the server started after
- * it, or no backend runs with its pid and start time.  A standby cannot tell
+ * it, or no backend runs with its pid and start time, or its backend is
+ * exiting.  A standby cannot tell
  * (the owner ran on the primary): there every owner counts as alive.
  */
 bool
 OwnerIsGone(const IdemOwner *owner)
 {
+	PGPROC	   *proc;
+
 	if (owner->pid == MyProcPid && owner->started == MyStartTimestamp &&
 		owner->incarnation == PgStartTime)
 		return false;
@@ -117,7 +214,8 @@ OwnerIsGone(const IdemOwner *owner)
 		return false;
 	if (owner->incarnation != PgStartTime)
 		return true;
-	if (BackendPidGetProc(owner->pid) == NULL)
+	proc = BackendPidGetProc(owner->pid);
+	if (proc == NULL || owner_exiting(proc, owner))
 		return true;
 
 	/*

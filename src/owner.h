@@ -33,5 +33,7 @@ extern void OwnerSelf(IdemOwner *owner);
 extern Datum OwnerDatum(const IdemOwner *owner);
 extern bool OwnerFromDatum(Datum d, IdemOwner *owner);
 extern bool OwnerIsGone(const IdemOwner *owner);
+extern Size OwnerShmemSize(void);
+extern void OwnerMarkExiting(void);
 
 #endif							/* IDEM_OWNER_H */

@@ -147,20 +147,28 @@ idem_stats(PG_FUNCTION_ARGS)
 	TupleDesc	desc;
 	Datum		values[STAT_COUNTERS + 2];
 	bool		nulls[STAT_COUNTERS + 2];
+	int			ncounters;
 
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
-	if (desc->natts != STAT_COUNTERS + 2)
+
+	/*
+	 * The counters come first, in the order of IdemCounter, and each version
+	 * adds its own after the last one's: a function of an older version (not
+	 * updated yet) shows the counters it knows of.
+	 */
+	ncounters = desc->natts - 2;
+	if (ncounters < STAT_COUNTERS_1_1 || ncounters > STAT_COUNTERS)
 		elog(ERROR, "idem_stats returns %d columns, the library %d",
 			 desc->natts, STAT_COUNTERS + 2);
 	if (my_entry == NULL)
 		stats_attach();
 	memset(nulls, 0, sizeof(nulls));
-	for (int i = 0; i < STAT_COUNTERS; i++)
+	for (int i = 0; i < ncounters; i++)
 		values[i] = Int64GetDatum((int64) pg_atomic_read_u64(&my_entry->counts[i]));
-	values[STAT_COUNTERS] =
+	values[ncounters] =
 		TimestampTzGetDatum((TimestampTz) pg_atomic_read_u64(&my_entry->reset_at));
-	values[STAT_COUNTERS + 1] = BoolGetDatum(my_entry_shared);
+	values[ncounters + 1] = BoolGetDatum(my_entry_shared);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
 }
 

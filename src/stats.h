@@ -26,8 +26,13 @@ typedef enum IdemCounter
 	STAT_ONCE_TRUE,				/* idem_once calls answered true */
 	STAT_ONCE_FALSE,			/* idem_once calls answered false */
 	STAT_KEYS_SWEPT,			/* expired keys deleted */
+	STAT_AWAITS,				/* begins that awaited an attempt (1.2) */
+	STAT_AWAIT_TIMEOUTS,		/* of those, begins whose await ran out */
 	STAT_COUNTERS				/* how many there are */
 } IdemCounter;
+
+/* How many counters version 1.1's idem_stats_read shows */
+#define STAT_COUNTERS_1_1	(STAT_KEYS_SWEPT + 1)
 
 extern Size IdemStatsShmemSize(void);
 extern void IdemStatsAdd(IdemCounter counter, uint64 n);
