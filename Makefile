@@ -23,12 +23,14 @@ PG_CFLAGS += -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare \
 REGRESS = begin finish fail once key fingerprint sweep guc logged security input inheritance constraints rewrite own_attempt schema_rename
 REGRESS += upgrade scope_grants
 REGRESS += owner
+REGRESS += await
 REGRESS += distribute
 REGRESS_OPTS = --inputdir=.
 
 # isolation specs: test/specs/*.spec with test/expected/*.out
 ISOLATION = wait_replay wait_abort nowait lease_takeover once_race
 ISOLATION += scope_grants_cache
+ISOLATION += await
 ISOLATION_OPTS = --inputdir=test
 
 # Perl TAP tests: test/t/*.pl (PostgreSQL::Test::Cluster)
