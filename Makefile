@@ -23,7 +23,7 @@ PG_CFLAGS += -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare \
 REGRESS = begin finish fail once key fingerprint sweep guc logged security input inheritance constraints rewrite own_attempt schema_rename
 REGRESS += upgrade scope_grants
 REGRESS += owner
-REGRESS += await
+REGRESS += await upgrade_1_2
 REGRESS += distribute
 REGRESS_OPTS = --inputdir=.
 
