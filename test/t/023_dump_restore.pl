@@ -189,7 +189,7 @@ is( $dst->safe_psql(
 		'plain', q{
 		SELECT has_table_privilege('idempotency_user', 'idem_ledger', 'SELECT'),
 		       has_function_privilege('idempotency_user',
-		           'idem_begin(text, jsonb, text, interval, interval, boolean)', 'EXECUTE')}),
+		           'idem_begin(text, jsonb, text, interval, interval, boolean, interval)', 'EXECUTE')}),
 	'f|t',
 	'plain format: grants are restored');
 
