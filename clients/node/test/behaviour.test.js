@@ -330,6 +330,49 @@ test('awaitInterval is passed to idem_begin as await: a server without await ref
   }
 });
 
+test('awaitInterval: a retry during a lease-mode request waits and replays its response instead of 409', async () => {
+  const { rows: has } = await db.admin.query(
+    "SELECT count(*)::int AS n FROM pg_proc p, unnest(p.proargnames) a WHERE p.proname = 'idem_begin' AND a = 'await'");
+  if (has[0].n === 0) {
+    return;   // a server before 1.2: see the test above
+  }
+  const waiting = await listen(makeApp({
+    pool, tables: db.tables, scopePrefix: db.scopePrefix, hooks, options: { awaitInterval: '30 seconds' },
+  }));
+  try {
+    const key = newKey('awaited');
+    const g = gate();
+    const r = gate();
+    held.set('lease', g);
+    reached.set('lease', r);
+    const first = request(waiting.url, { path: '/lease', body: { amount: 8 }, headers: { 'idempotency-key': key } });
+    await r.promise;
+    held.delete('lease');
+    reached.delete('lease');
+    const second = request(waiting.url, { path: '/lease', body: { amount: 8 }, headers: { 'idempotency-key': key } });
+    // the retry's begin sleeps in await until the first request finishes
+    for (let i = 0; ; i++) {
+      const { rows } = await db.admin.query(
+        "SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Extension' AND query LIKE '%idem_begin%'");
+      if (rows[0].n > 0) {
+        break;
+      }
+      assert.ok(i < 1000, 'the retry never waited');
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    g.open();
+    const a = await first;
+    const b = await second;
+    assert.equal(a.status, 201);
+    assert.equal(b.status, 201);
+    assert.equal(b.headers['idempotent-replayed'], 'true');
+    assert.equal(b.text, a.text);
+    assert.equal(calls.get(`lease ${key}`), 1);
+  } finally {
+    await waiting.close();
+  }
+});
+
 test('options are checked', () => {
   const { idempotency } = require('..');
   assert.throws(() => idempotency({}), /pool/);

@@ -341,6 +341,50 @@ def test_await_interval_is_passed_to_idem_begin(db, run):
     run(main())
 
 
+def test_await_interval_answers_a_retry_with_the_first_response(db, run):
+    """A retry during a lease-mode request waits for it and replays its response instead of 409."""
+    async def main():
+        has_await = (await db.query(
+            "SELECT count(*) FROM pg_proc p, unnest(p.proargnames) a "
+            "WHERE p.proname = 'idem_begin' AND a = 'await'"))[0][0] > 0
+        if not has_await:
+            return   # a server before 1.2: see the test above
+        reached = asyncio.Event()
+        held = asyncio.Event()
+
+        async def inside(name, info):
+            if name == "lease":
+                reached.set()
+
+        async def hold(name):
+            if name == "lease":
+                await held.wait()
+
+        async with Env(db, Hooks(inside=inside, hold=hold), await_interval="30 seconds") as e:
+            key = new_key("awaited")
+            first = asyncio.ensure_future(e.post("/lease", key, {"amount": 8}))
+            await asyncio.wait_for(reached.wait(), 10)
+            second = asyncio.ensure_future(e.post("/lease", key, {"amount": 8}))
+            # the retry's begin sleeps in await until the first request finishes
+            for _ in range(1000):
+                n = (await db.query(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE wait_event_type = 'Extension' AND query LIKE '%idem_begin%'"))[0][0]
+                if n > 0:
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                raise AssertionError("the retry never waited")
+            held.set()
+            a, b = await first, await second
+            assert a.status_code == 201
+            assert b.status_code == 201
+            assert b.headers["idempotent-replayed"] == "true"
+            assert b.content == a.content
+            assert e.hooks.calls[f"lease {key}"] == 1
+    run(main())
+
+
 def test_plain_starlette_app(db, run):
     async def main():
         pool = await open_pool(max_size=2)
