@@ -44,10 +44,13 @@ sub session
 	return $s;
 }
 
-# Send one statement to a session without waiting for its result
+# Send one statement to a session without waiting for its result; what the
+# session printed before is forgotten
 sub send_sql
 {
 	my ($s, $sql) = @_;
+	${ $s->{out} } = '';
+	${ $s->{err} } = '';
 	${ $s->{in} } .= "$sql\n";
 	$s->{h}->pump_nb;
 }
@@ -145,7 +148,6 @@ cmp_ok($took, '<', 4,
 
 # ----------------------------------------------- a release: the waiter takes over
 my $waiter = $waiters[0];
-${ $waiter->{out} } = '';
 send_sql($owner,
 	"SELECT 'begun=' || outcome FROM idem_begin('pay-2', lease => '1 hour');");
 wait_output($owner, qr/^begun=(\w+)$/m);
@@ -163,7 +165,6 @@ my $doomed = session();
 send_sql($doomed,
 	"SELECT 'begun=' || outcome FROM idem_begin('pay-3', lease => '1 hour');");
 wait_output($doomed, qr/^begun=(\w+)$/m);
-${ $waiter->{out} } = '';
 send_sql($waiter, $await_sql->('pay-3'));
 wait_sleeping('pay-3', 1, $waiter);
 $t0 = time;
@@ -181,8 +182,6 @@ is( $node->safe_psql('postgres',
 send_sql($owner,
 	"SELECT 'begun=' || outcome FROM idem_begin('pay-4', lease => '1 hour');");
 wait_output($owner, qr/^begun=(\w+)$/m);
-${ $waiter->{out} } = '';
-${ $waiter->{err} } = '';
 send_sql($waiter, $await_sql->('pay-4'));
 wait_sleeping('pay-4', 1, $waiter);
 $node->safe_psql('postgres', "SELECT pg_cancel_backend($waiter->{pid})");
