@@ -369,7 +369,7 @@ def test_await_interval_answers_a_retry_with_the_first_response(db, run):
             for _ in range(1000):
                 n = (await db.query(
                     "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE wait_event_type = 'Extension' AND query LIKE '%idem_begin%'"))[0][0]
+                    "WHERE wait_event_type = 'Extension' AND strpos(query, 'idem_begin') > 0"))[0][0]
                 if n > 0:
                     break
                 await asyncio.sleep(0.01)
