@@ -347,19 +347,22 @@ test('awaitInterval: a retry during a lease-mode request waits and replays its r
     reached.set('lease', r);
     const first = request(waiting.url, { path: '/lease', body: { amount: 8 }, headers: { 'idempotency-key': key } });
     await r.promise;
-    held.delete('lease');
-    reached.delete('lease');
-    const second = request(waiting.url, { path: '/lease', body: { amount: 8 }, headers: { 'idempotency-key': key } });
+    let early = null;
+    const second = request(waiting.url, { path: '/lease', body: { amount: 8 }, headers: { 'idempotency-key': key } })
+      .then((res) => { early = res; return res; });
     // the retry's begin sleeps in await until the first request finishes
     for (let i = 0; ; i++) {
       const { rows } = await db.admin.query(
-        "SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Extension' AND query LIKE '%idem_begin%'");
+        "SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Extension' AND strpos(query, 'idem_begin') > 0");
       if (rows[0].n > 0) {
         break;
       }
+      assert.equal(early, null, `the retry did not wait: ${early && early.status} ${early && early.text}`);
       assert.ok(i < 1000, 'the retry never waited');
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
+    held.delete('lease');
+    reached.delete('lease');
     g.open();
     const a = await first;
     const b = await second;
