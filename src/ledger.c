@@ -398,6 +398,17 @@ settle_sql(Oid nspid, const BeginArgs *args, bool once, TimestampTz now,
 				s->has_attempt = false;
 				return;
 			}
+
+			/*
+			 * On Citus the shard cannot be probed: a committed row is read
+			 * instead, and a key that has one is settled below, under a
+			 * lock that skips a row a writer holds, never by an insertion
+			 * that would queue behind that writer.  (A first insertion not
+			 * yet committed is not seen, and ours waits for it.)
+			 */
+			if (state == KEY_UNSEEN)
+				state = LedgerSqlFetch(args->scope, args->key, LEDGER_READ, &row) ?
+					KEY_PRESENT : KEY_ABSENT;
 			if (state == KEY_ABSENT && LedgerSqlInsert(values, nulls))
 			{
 				settled_started(s, 1);
