@@ -49,6 +49,9 @@ max_worker_processes = 20
 citus.node_conninfo = 'sslmode=prefer'
 citus.shard_count = 8
 log_min_messages = warning
+# Citus connects to its own node (the rebalancer's background jobs) here:
+# the nodes listen on a Unix socket only
+citus.local_hostname = '} . $node->host . qq{'
 } . ($extra // ''));
 	$node->start;
 	$node->safe_psql('postgres', 'CREATE EXTENSION citus');
