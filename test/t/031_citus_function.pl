@@ -171,11 +171,11 @@ like($err, qr/IK002/, 'finishing a key never begun is IK002');
 # a lapsed lease: the next begin takes over, the late owner meets IK003
 is($coord->safe_psql('postgres',
 		q{SET idempotency.owner_liveness = off;
-		  SELECT outcome, attempt FROM h_begin('f-2', lease => '1 second')}),
-	'started|1', 'an attempt with a one-second lease');
+		  SELECT outcome, attempt FROM h_begin('f-2', lease => '3 seconds')}),
+	'started|1', 'an attempt with a three-second lease');
 is($coord->safe_psql('postgres', q{SELECT outcome FROM h_begin('f-2')}),
 	'in_progress', 'a retry within the lease is in_progress');
-sleep(2);
+sleep(4);
 is($coord->safe_psql('postgres', q{SELECT outcome, attempt FROM h_begin('f-2')}),
 	'started|2', 'after the lease a retry takes over as attempt 2');
 ($out, $err) = coord_psql(q{SELECT h_finish('f-2', '1', 1)});
