@@ -3,7 +3,7 @@
 -- rule, the endings that need no other session (the interval runs out, the
 -- lease lapses meanwhile, nothing to wait for), and what each isolation
 -- level does.  Another session finishing, failing or dying during the wait:
--- test/specs/await.spec, and with the library preloaded test/t/031_await.pl.
+-- test/specs/await.spec, and with the library preloaded test/t/029_await.pl.
 CREATE EXTENSION idempotency;
 \set SHOW_CONTEXT never
 

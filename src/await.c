@@ -16,7 +16,8 @@
  * the woken find its attempts' owner gone.  Waiters look at the key again
  * after each wake, and at least every AWAIT_RECHECK_MS for what no wake
  * reaches (a transaction prepared here and committed by another session,
- * a change made on another server).
+ * a change made on another server; on a Citus ledger, where every change
+ * may be made on another node, a waiter looks every AWAIT_TICK_MS).
  *
  * Without preloading there is no shared memory to keep the slots in: a
  * waiter looks again every AWAIT_TICK_MS, a short read of one row.
@@ -203,12 +204,14 @@ AwaitKeyChanged(text *scope, text *key)
 /*
  * Get ready to wait for (scope, key): from here on, a wake of its slot is
  * not missed, even one that comes before the first AwaitSleep.  The caller
- * looks at the key after this, then sleeps if it must.
+ * looks at the key after this, then sleeps if it must.  local is false
+ * when the key may settle on another server (a Citus ledger), whose
+ * changes wake no slot here: the waiter then looks every AWAIT_TICK_MS.
  */
 void
-AwaitPrepare(text *scope, text *key)
+AwaitPrepare(text *scope, text *key, bool local)
 {
-	if (!await_attach())
+	if (!local || !await_attach())
 	{
 		waiting_slot = -1;
 		return;

@@ -18,7 +18,7 @@ extern bool AwaitOwnerNoted;
 extern Size AwaitShmemSize(void);
 extern void AwaitNoteOwnerSlow(void);
 extern void AwaitKeyChanged(text *scope, text *key);
-extern void AwaitPrepare(text *scope, text *key);
+extern void AwaitPrepare(text *scope, text *key, bool local);
 extern void AwaitSleep(long timeout_ms);
 extern void AwaitDone(void);
 

@@ -27,9 +27,11 @@
 #include "access/xlog.h"
 #include "settings.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/timestamp.h"
 
 #include "await.h"
+#include "citus.h"
 #include "ledger.h"
 #include "ledger_direct.h"
 #include "ledger_sql.h"
@@ -405,6 +407,17 @@ settle_sql(Oid nspid, const BeginArgs *args, bool once, TimestampTz now,
 				s->has_attempt = false;
 				return;
 			}
+
+			/*
+			 * On Citus the shard cannot be probed: a committed row is read
+			 * instead, and a key that has one is settled below, under a
+			 * lock that skips a row a writer holds, never by an insertion
+			 * that would queue behind that writer.  (A first insertion not
+			 * yet committed is not seen, and ours waits for it.)
+			 */
+			if (state == KEY_UNSEEN)
+				state = LedgerSqlFetch(args->scope, args->key, LEDGER_READ, &row) ?
+					KEY_PRESENT : KEY_ABSENT;
 			if (state == KEY_ABSENT && LedgerSqlInsert(values, nulls))
 			{
 				settled_started(s, 1);
@@ -517,7 +530,9 @@ await_settle(Oid nspid, const BeginArgs *args, Settlement *s)
 	TimestampTz lease_until = s->row.lease_until;
 
 	IdemStatsAdd(STAT_AWAITS, 1);
-	AwaitPrepare(args->scope, args->key);
+	/* On Citus the attempt may settle on another node, which wakes no one here */
+	AwaitPrepare(args->scope, args->key,
+				 !IdemCitusTable(get_relname_relid(IDEM_LEDGER_NAME, nspid)));
 	for (;;)
 	{
 		TimestampTz now;

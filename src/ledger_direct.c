@@ -539,9 +539,7 @@ probe_key(Relation rel, Relation idx, text *scope, text *key, ItemPointer tid)
  * The state of a key, for the SQL path of begin with wait => false (see
  * probe_key).  Opens the ledger by itself.  A ledger that Citus distributes
  * has no rows of its own to probe, and a dirty snapshot cannot look into
- * the shards: KEY_ABSENT, so that the insertion decides (and, like any
- * insertion on the SQL path, waits behind an uncommitted one of the same
- * key).
+ * the shards: KEY_UNSEEN (the caller reads the key through Citus).
  */
 LedgerKeyState
 LedgerKeyProbe(Oid nspid, text *scope, text *key)
@@ -561,7 +559,7 @@ LedgerKeyProbe(Oid nspid, text *scope, text *key)
 	if (IdemCitusTable(relid))
 	{
 		table_close(rel, AccessShareLock);
-		return KEY_ABSENT;
+		return KEY_UNSEEN;
 	}
 	idxid = IdemPrimaryKeyIndex(rel);
 	if (!OidIsValid(idxid))

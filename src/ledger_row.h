@@ -73,7 +73,8 @@ typedef enum LedgerKeyState
 {
 	KEY_ABSENT,					/* no row: an insertion went in, or may */
 	KEY_PRESENT,				/* a row holds the key */
-	KEY_BUSY					/* an unfinished transaction writes the row */
+	KEY_BUSY,					/* an unfinished transaction writes the row */
+	KEY_UNSEEN					/* in Citus shards, which a probe cannot see */
 } LedgerKeyState;
 
 extern void LedgerRowSetFingerprint(LedgerRow *row, Datum d, bool isnull);

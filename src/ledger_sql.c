@@ -274,7 +274,17 @@ ledger_prepare(Oid nspid)
 					  quote_identifier(IDEM_LEDGER_NAME));
 
 	natts = has_owner ? Natts_ledger : Natts_ledger - 1;
-	owner_select = has_owner ? "owner" : "NULL::pg_catalog.bytea";
+	/*
+	 * On Citus, an owner names a backend of one node, but the key is judged
+	 * on whichever node the call runs: the coordinator, another node, or
+	 * the worker holding the shard, inside a distributed function, and after
+	 * a rebalance the row lives on another worker.  Another node's owner
+	 * would look gone (another server's start time) while its session still
+	 * works, and its attempt would be taken over: a second execution.  So
+	 * on a Citus ledger no owner is recorded nor read, and the lease alone
+	 * binds an attempt, as with idempotency.owner_liveness off.
+	 */
+	owner_select = has_owner && !citus ? "owner" : "NULL::pg_catalog.bytea";
 	xmin_select = citus ? "NULL::pg_catalog.xid" : "xmin";
 	plans.insert = prepare_kept(psprintf(insert_sql, ledger,
 										 has_owner ? ", owner" : "",
@@ -407,6 +417,9 @@ execute_row(SPIPlanPtr plan, Datum *values, bool *nulls)
 
 	for (int i = 0; i < Natts_ledger; i++)
 		flags[i] = nulls[i] ? 'n' : ' ';
+	/* On Citus no owner is recorded: see ledger_prepare */
+	if (plans.citus)
+		flags[Anum_ledger_owner - 1] = 'n';
 	return SPI_execute_plan(plan, values, flags, false, 1);
 }
 

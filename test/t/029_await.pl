@@ -1,4 +1,4 @@
-# test/t/031_await.pl: await, with the library preloaded
+# test/t/029_await.pl: await, with the library preloaded
 #
 # idem_begin(..., await => ...) sleeps on a condition variable in shared
 # memory (src/await.c) until the key settles.  With the library preloaded:

@@ -1,0 +1,82 @@
+# test/perl/IdemCitus.pm: a Citus cluster on this machine, for the test/t/03x_citus*.pl files
+#
+#   use lib 'test/perl';    (the TAP files are run from the tree's root)
+#   use IdemCitus;
+#   IdemCitus::skip_unless_installed();
+#   my ($coord, @workers) = IdemCitus::cluster(2, $extra_conf);
+#   my $w3 = IdemCitus::node('worker3', $extra_conf);   # then citus_add_node
+#
+# Every node preloads Citus and runs with wal_level = logical, which shard
+# moves (the rebalancer) need.  The ledger and the extension are left to
+# the test.
+
+package IdemCitus;
+
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+# Skip the whole file when Citus is not installed for the server under test
+sub skip_unless_installed
+{
+	my $pkglibdir = `pg_config --pkglibdir`;
+	chomp $pkglibdir;
+	my $sharedir = `pg_config --sharedir`;
+	chomp $sharedir;
+	if (!-f "$pkglibdir/citus.so" || !-f "$sharedir/extension/citus.control")
+	{
+		plan skip_all =>
+		  "Citus is not installed for this server ($pkglibdir): run scripts/citus.sh";
+	}
+	return;
+}
+
+# One node with Citus preloaded and created, started
+sub node
+{
+	my ($name, $extra) = @_;
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init(allows_streaming => 'logical');
+	$node->append_conf(
+		'postgresql.conf', qq{
+shared_preload_libraries = 'citus'
+max_prepared_transactions = 20
+max_connections = 60
+max_worker_processes = 20
+citus.node_conninfo = 'sslmode=prefer'
+citus.shard_count = 8
+log_min_messages = warning
+# Citus connects to its own node (the rebalancer's background jobs) here:
+# the nodes listen on a Unix socket only
+citus.local_hostname = '} . $node->host . qq{'
+} . ($extra // ''));
+	$node->start;
+	$node->safe_psql('postgres', 'CREATE EXTENSION citus');
+	return $node;
+}
+
+# Add a worker to the coordinator's cluster
+sub add_worker
+{
+	my ($coord, $worker) = @_;
+	$coord->safe_psql('postgres',
+		"SELECT citus_add_node('" . $worker->host . "', " . $worker->port . ")");
+	return;
+}
+
+# A coordinator and n workers, the workers added
+sub cluster
+{
+	my ($n, $extra) = @_;
+	my $coord = node('coordinator', $extra);
+	$coord->safe_psql('postgres',
+		"SELECT citus_set_coordinator_host('" . $coord->host . "', " . $coord->port . ")");
+	my @workers = map { node("worker$_", $extra) } 1 .. $n;
+	add_worker($coord, $_) for @workers;
+	return ($coord, @workers);
+}
+
+1;
