@@ -27,7 +27,7 @@ REGRESS_OPTS = --inputdir=.
 
 # isolation specs: test/specs/*.spec with test/expected/*.out
 ISOLATION = wait_replay wait_abort nowait lease_takeover once_race
-ISOLATION += scope_grants_cache
+ISOLATION += scope_grants_cache sweep_race
 ISOLATION_OPTS = --inputdir=test
 
 # Perl TAP tests: test/t/*.pl (PostgreSQL::Test::Cluster)
