@@ -588,6 +588,7 @@ LedgerKeyProbe(Oid nspid, text *scope, text *key)
 static bool
 sweep_direct_ok(Relation rel)
 {
+	AclMode		needed = ACL_SELECT | ACL_UPDATE | ACL_DELETE;
 	Form_pg_attribute att;
 
 	if (rel->rd_rel->relkind != RELKIND_RELATION ||
@@ -602,8 +603,8 @@ sweep_direct_ok(Relation rel)
 		strcmp(NameStr(att->attname),
 			   LedgerColumns[Anum_ledger_expires_at - 1].name) != 0)
 		return false;
-	return pg_class_aclcheck(RelationGetRelid(rel), GetUserId(),
-							 ACL_SELECT | ACL_UPDATE | ACL_DELETE) == ACLCHECK_OK;
+	return pg_class_aclmask(RelationGetRelid(rel), GetUserId(), needed,
+							ACLMASK_ALL) == needed;
 }
 
 /*
