@@ -28,7 +28,7 @@ Interval	IdemDefaultLease = {5 * 60 * USECS_PER_SEC, 0, 0};
 Interval	IdemClockOffset = {0, 0, 0};
 int			IdemSweepInterval = 60;
 int			IdemSweepBatchSize = 10000;
-int			IdemSweepRateLimit = 50000;
+int			IdemSweepRateLimit = 25000;
 bool		IdemSweepVacuum = true;
 bool		IdemPreloaded = false;
 bool		IdemEnforceScopeGrants = false;
@@ -261,7 +261,7 @@ IdemDefineSettings(void)
 							"Most expired keys a sweeper removes per second; 0 means no limit.",
 							"The sweeper sleeps after each batch for as long as the batch's keys take at this rate, so that it leaves the server's CPU and WAL to the foreground.",
 							&IdemSweepRateLimit,
-							50000, 0, INT_MAX,
+							25000, 0, INT_MAX,
 							PGC_SIGHUP,
 							0,
 							NULL, NULL, NULL);

@@ -24,7 +24,7 @@ $node->safe_psql('postgres', 'CREATE DATABASE app');
 $node->safe_psql('app', 'CREATE EXTENSION idempotency');
 
 is($node->safe_psql('app', 'SHOW idempotency.sweep_rate_limit'),
-    '50000', 'the default limit is 50000 keys a second');
+    '25000', 'the default limit is 25000 keys a second');
 
 sub set_conf
 {
