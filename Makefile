@@ -29,7 +29,7 @@ REGRESS_OPTS = --inputdir=.
 
 # isolation specs: test/specs/*.spec with test/expected/*.out
 ISOLATION = wait_replay wait_abort nowait lease_takeover once_race
-ISOLATION += scope_grants_cache
+ISOLATION += scope_grants_cache sweep_race
 ISOLATION += await
 ISOLATION_OPTS = --inputdir=test
 

@@ -11,6 +11,7 @@ SHOW idempotency.default_lease;
 SHOW idempotency.clock_offset;
 SHOW idempotency.sweep_interval;
 SHOW idempotency.sweep_batch_size;
+SHOW idempotency.sweep_rate_limit;
 SELECT name, setting, unit, context, vartype, boot_val
   FROM pg_settings WHERE name LIKE 'idempotency.%' ORDER BY name;
 
@@ -94,8 +95,11 @@ SET idempotency.sweep_interval = '5min';
 \echo :SQLSTATE
 SET idempotency.sweep_batch_size = 100;
 \echo :SQLSTATE
+SET idempotency.sweep_rate_limit = 1000;
+\echo :SQLSTATE
 SHOW idempotency.sweep_interval;
 SHOW idempotency.sweep_batch_size;
+SHOW idempotency.sweep_rate_limit;
 
 -- the idempotency prefix is reserved: unknown names are refused
 SET idempotency.default_tll = '1 hour';

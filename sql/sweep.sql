@@ -50,6 +50,28 @@ SELECT idem_sweep(NULL);
 SELECT count(*) FROM idem_ledger;
 RESET idempotency.clock_offset;
 
+-- a role given idem_sweep without DELETE on the ledger is refused, as the
+-- DELETE statement would refuse it, and nothing is deleted
+SELECT idem_once('not-yours', ttl => '1 hour');
+CREATE ROLE regress_idem_sweep_reader;
+GRANT EXECUTE ON FUNCTION idem_sweep(int) TO regress_idem_sweep_reader;
+GRANT SELECT, UPDATE ON idem_ledger TO regress_idem_sweep_reader;
+SET idempotency.clock_offset = '2 hours';
+SET ROLE regress_idem_sweep_reader;
+SELECT idem_sweep();
+\echo :SQLSTATE
+RESET ROLE;
+SELECT key FROM idem_ledger;
+-- with DELETE as well, it sweeps
+GRANT DELETE ON idem_ledger TO regress_idem_sweep_reader;
+SET ROLE regress_idem_sweep_reader;
+SELECT idem_sweep();
+RESET ROLE;
+RESET idempotency.clock_offset;
+REVOKE ALL ON idem_ledger FROM regress_idem_sweep_reader;
+REVOKE ALL ON FUNCTION idem_sweep(int) FROM regress_idem_sweep_reader;
+DROP ROLE regress_idem_sweep_reader;
+
 -- batch_size must be positive
 SELECT idem_sweep(0);
 \echo :SQLSTATE

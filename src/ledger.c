@@ -748,18 +748,27 @@ LedgerRelease(Oid nspid, text *scope, text *key, bool has_attempt,
 
 /*
  * Delete up to batch_size expired rows whose ctid follows *cursor, never
- * waiting on a row a foreground caller holds.  Advances *cursor to the last
- * row deleted; *reached_end tells that the scan ran off the table's end.
+ * waiting on a row a foreground caller holds.  Advances *cursor past the
+ * rows looked at; *reached_end tells that the scan ran off the table's end.
+ * The direct path does it where it can; a ledger that Citus distributes, or
+ * one with triggers, rules or row security, gets the SQL statement.
  */
 uint64
 LedgerSweepBatch(Oid nspid, int batch_size, ItemPointer cursor,
 				 bool *reached_end)
 {
-	int			nestlevel = LedgerSqlConnect(nspid);
-	uint64		deleted = LedgerSqlSweep(cursor, IdemNow(), batch_size);
+	TimestampTz now = IdemNow();
+	uint64		deleted;
 
-	*reached_end = (deleted < (uint64) batch_size);
-	LedgerSqlDisconnect(nestlevel);
+	if (!LedgerDirectSweep(nspid, now, batch_size, cursor, reached_end,
+						   &deleted))
+	{
+		int			nestlevel = LedgerSqlConnect(nspid);
+
+		deleted = LedgerSqlSweep(cursor, now, batch_size);
+		*reached_end = (deleted < (uint64) batch_size);
+		LedgerSqlDisconnect(nestlevel);
+	}
 	IdemStatsAdd(STAT_KEYS_SWEPT, deleted);
 	return deleted;
 }

@@ -15,7 +15,10 @@
  *	- completing an attempt that the current transaction itself inserted,
  *	  which no other transaction can see, lock or change;
  *	- for begin with wait => false, probing the primary key with a dirty
- *	  snapshot for a writer that has not finished yet.
+ *	  snapshot for a writer that has not finished yet;
+ *	- the sweeper's deletes: a scan of the heap in physical order that
+ *	  deletes each expired row it sees, passing by the rows that a caller
+ *	  holds, as DELETE ... FOR UPDATE SKIP LOCKED would.
  *
  * Everything else (takeovers, attempts from earlier transactions, errors)
  * stays on the SQL path in ledger.c.  The direct path is used only where it
@@ -47,6 +50,7 @@
 #include "nodes/makefuncs.h"
 #include "storage/bufmgr.h"
 #include "storage/lmgr.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
@@ -569,4 +573,134 @@ LedgerKeyProbe(Oid nspid, text *scope, text *key)
 	index_close(idx, AccessShareLock);
 	table_close(rel, AccessShareLock);
 	return state;
+}
+
+/*
+ * True when a sweep may delete from the open ledger rel directly: a plain
+ * heap table with no triggers (a foreign key that points at the ledger is
+ * one), rules or row security, whose expires_at is where the install script
+ * put it, and which the current user may DELETE from as the SQL statement
+ * does (SELECT, and UPDATE for its row locks).  Otherwise the SQL statement
+ * runs, and raises what PostgreSQL raises.
+ */
+static bool
+sweep_direct_ok(Relation rel)
+{
+	AclMode		needed = ACL_SELECT | ACL_UPDATE | ACL_DELETE;
+	Form_pg_attribute att;
+
+	if (rel->rd_rel->relkind != RELKIND_RELATION ||
+		rel->rd_rel->relam != HEAP_TABLE_AM_OID ||
+		rel->trigdesc != NULL ||
+		rel->rd_rules != NULL ||
+		rel->rd_rel->relrowsecurity ||
+		RelationGetDescr(rel)->natts < Anum_ledger_expires_at)
+		return false;
+	att = TupleDescAttr(RelationGetDescr(rel), Anum_ledger_expires_at - 1);
+	if (att->attisdropped || att->atttypid != TIMESTAMPTZOID ||
+		strcmp(NameStr(att->attname),
+			   LedgerColumns[Anum_ledger_expires_at - 1].name) != 0)
+		return false;
+	return pg_class_aclmask(RelationGetRelid(rel), GetUserId(), needed,
+							ACLMASK_ALL) == needed;
+}
+
+/*
+ * Delete up to batch_size rows of the ledger of schema nspid that expired at
+ * now (expires_at <= now) and lie after *cursor, in physical order, without
+ * the executor: the sweep's SQL statement locked each row (a WAL record of
+ * its own) before deleting it, and most of its time went there and into the
+ * executor.  A row that another transaction holds (locked, or changed and
+ * not yet committed) is passed by, never waited for, as FOR UPDATE SKIP
+ * LOCKED passes it by; so is a row changed since the scan saw it (the next
+ * pass looks at it again).  Each deleted row is checked on the very version
+ * deleted, so the rule is the SQL statement's.
+ *
+ * Advances *cursor past the last row looked at, sets *reached_end when the
+ * scan got to the end of the ledger, and sets *deleted.  Returns false,
+ * having done nothing, when the SQL path must sweep instead (the same
+ * conditions as LedgerDirectOpen's, and sweep_direct_ok's).
+ */
+bool
+LedgerDirectSweep(Oid nspid, TimestampTz now, int batch_size,
+				  ItemPointer cursor, bool *reached_end, uint64 *deleted)
+{
+	Oid			relid;
+	Relation	rel;
+	Snapshot	snapshot;
+	TableScanDesc scan;
+	TupleTableSlot *slot;
+	ItemPointerData maxtid;
+	CommandId	cid;
+	uint64		n = 0;
+	bool		more = true;
+
+	if (IsolationUsesXactSnapshot() || XactReadOnly || RecoveryInProgress())
+		return false;
+	relid = get_relname_relid(IDEM_LEDGER_NAME, nspid);
+	if (!OidIsValid(relid))
+		return false;
+	rel = table_open(relid, RowExclusiveLock);
+	if (IdemCitusTable(relid) || !sweep_direct_ok(rel))
+	{
+		table_close(rel, RowExclusiveLock);
+		return false;
+	}
+
+	/* A publication that replicates deletes needs a replica identity */
+	CheckCmdReplicaIdentity(rel, CMD_DELETE);
+
+	cid = GetCurrentCommandId(true);
+	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	ItemPointerSet(&maxtid, MaxBlockNumber, MaxOffsetNumber);
+	slot = table_slot_create(rel, NULL);
+	scan = table_beginscan_tidrange(rel, snapshot, cursor, &maxtid);
+
+	while (n < (uint64) batch_size)
+	{
+		ItemPointerData tid;
+		TM_FailureData tmfd;
+		Datum		d;
+		bool		isnull;
+
+		CHECK_FOR_INTERRUPTS();
+		if (!table_scan_getnextslot_tidrange(scan, ForwardScanDirection, slot))
+		{
+			more = false;
+			break;
+		}
+		ItemPointerCopy(&slot->tts_tid, &tid);
+		if (ItemPointerCompare(&tid, cursor) <= 0)
+			continue;
+		ItemPointerCopy(&tid, cursor);
+		d = slot_getattr(slot, Anum_ledger_expires_at, &isnull);
+		if (isnull || DatumGetTimestampTz(d) > now)
+			continue;
+
+		switch (table_tuple_delete(rel, &tid, cid, snapshot, InvalidSnapshot,
+								   false, &tmfd, false))
+		{
+			case TM_Ok:
+				n++;
+				break;
+			case TM_SelfModified:	/* changed by this transaction since */
+			case TM_BeingModified:	/* held by a transaction under way */
+			case TM_Updated:	/* changed, or deleted, since the scan */
+			case TM_Deleted:
+				break;
+			default:
+				elog(ERROR, "unexpected result deleting an expired ledger row");
+		}
+	}
+
+	table_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	UnregisterSnapshot(snapshot);
+	table_close(rel, NoLock);
+	if (n > 0)
+		CommandCounterIncrement();
+
+	*reached_end = !more;
+	*deleted = n;
+	return true;
 }

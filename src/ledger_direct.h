@@ -12,6 +12,7 @@
 
 #include "postgres.h"
 
+#include "datatype/timestamp.h"
 #include "nodes/execnodes.h"
 #include "storage/itemptr.h"
 #include "utils/rel.h"
@@ -46,5 +47,8 @@ extern LedgerKeyState LedgerDirectInsert(LedgerDirect *ld, Datum *values,
 extern bool LedgerDirectUpdate(LedgerDirect *ld, ItemPointer tid,
 							   Datum *values, bool *nulls);
 extern LedgerKeyState LedgerKeyProbe(Oid nspid, text *scope, text *key);
+extern bool LedgerDirectSweep(Oid nspid, TimestampTz now, int batch_size,
+							  ItemPointer cursor, bool *reached_end,
+							  uint64 *deleted);
 
 #endif							/* IDEM_LEDGER_DIRECT_H */

@@ -28,6 +28,7 @@ Interval	IdemDefaultLease = {5 * 60 * USECS_PER_SEC, 0, 0};
 Interval	IdemClockOffset = {0, 0, 0};
 int			IdemSweepInterval = 60;
 int			IdemSweepBatchSize = 10000;
+int			IdemSweepRateLimit = 25000;
 bool		IdemSweepVacuum = true;
 bool		IdemPreloaded = false;
 bool		IdemEnforceScopeGrants = false;
@@ -252,6 +253,15 @@ IdemDefineSettings(void)
 							NULL,
 							&IdemSweepBatchSize,
 							10000, 1, 10000000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("idempotency.sweep_rate_limit",
+							"Most expired keys a sweeper removes per second; 0 means no limit.",
+							"The sweeper sleeps after each batch for as long as the batch's keys take at this rate, so that it leaves the server's CPU and WAL to the foreground.",
+							&IdemSweepRateLimit,
+							25000, 0, INT_MAX,
 							PGC_SIGHUP,
 							0,
 							NULL, NULL, NULL);

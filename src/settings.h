@@ -20,6 +20,7 @@ extern Interval IdemDefaultLease;
 extern Interval IdemClockOffset;
 extern int	IdemSweepInterval;		/* seconds; 0 turns sweeping off */
 extern int	IdemSweepBatchSize;
+extern int	IdemSweepRateLimit;	/* keys per second; 0: no limit */
 extern bool IdemSweepVacuum;
 extern bool IdemEnforceScopeGrants;
 extern Interval IdemMaxLease;

@@ -6,7 +6,10 @@
  * A sweeper connects to one database and runs passes over its ledger: each
  * pass walks the ledger in physical order, one short batch per transaction
  * (LedgerSweepBatch), so a foreground caller never waits on the sweeper for
- * longer than one batch.  Before each batch it makes sure the extension is
+ * longer than one batch.  After each batch it sleeps, outside any
+ * transaction, as long as idempotency.sweep_rate_limit asks: unthrottled, a
+ * sweep takes a whole core and much WAL from the foreground while it runs
+ * (bench/sweep.sh).  Before each batch it makes sure the extension is
  * still there and not being dropped, and that nobody needs the database to
  * itself (DROP DATABASE, ALTER DATABASE, CREATE DATABASE ... TEMPLATE); when
  * someone does, it steps aside at once instead of making them wait.
@@ -267,6 +270,56 @@ sweep_batch(ItemPointer cursor, bool *reached_end, uint64 *removed,
 }
 
 /*
+ * Hold the sweep to idempotency.sweep_rate_limit keys per second: after a
+ * batch that began at batch_start and removed n keys, sleep until n keys'
+ * worth of time at that rate has passed since it began, so that a pass of
+ * M keys lasts at least M / limit seconds.  The sleep holds no transaction,
+ * lock or snapshot.  A signal wakes it at once: SIGTERM ends the process, a
+ * cancel ends the pass, and a reload applies the new limit to the rest of
+ * the wait.  It also looks each second whether someone needs the database.
+ * Returns false when the pass must end, with *end saying why.
+ */
+static bool
+sweep_throttle(TimestampTz batch_start, uint64 n, PassEnd *end)
+{
+	for (;;)
+	{
+		TimestampTz due;
+		long		wait_ms;
+
+		if (IdemSweepRateLimit == 0 || n == 0)
+			return true;
+		due = batch_start +
+			(TimestampTz) ((double) n * USECS_PER_SEC / IdemSweepRateLimit);
+		wait_ms = Min(SweepScheduleMsUntil(due), IDLE_POLL_MS);
+		if (wait_ms == 0)
+			return true;
+
+		(void) WaitLatch(MyLatch,
+						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 wait_ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+
+		if (sweeper_take_cancel())
+		{
+			*end = PASS_CANCELED;
+			return false;
+		}
+		(void) SweepScheduleReload();
+		if (IdemSweepInterval == 0)
+		{
+			*end = PASS_OFF;
+			return false;
+		}
+		if (SweeperDatabaseIsBusy(MyDatabaseId))
+		{
+			*end = PASS_DATABASE_BUSY;
+			return false;
+		}
+	}
+}
+
+/*
  * In PG_CATCH: report the error unless the last pass failed the same way
  * (a sweeper that keeps failing backs off without filling the log), leave
  * the failed transaction as autovacuum does, and say how the pass ends.
@@ -376,7 +429,8 @@ vacuum_ledger_if_needed(void)
 
 /*
  * One pass over the ledger, in batches of idempotency.sweep_batch_size, each
- * committed on its own.  Errors end the pass; its schedule backs off.
+ * committed on its own and held to idempotency.sweep_rate_limit.  Errors end
+ * the pass; its schedule backs off.
  */
 static PassEnd
 sweep_pass(void)
@@ -405,6 +459,7 @@ sweep_pass(void)
 		TimestampTz batch_start;
 		long		secs;
 		int			usecs;
+		PassEnd		throttled_end = PASS_DONE;
 
 		if (sweeper_take_cancel())
 		{
@@ -452,6 +507,13 @@ sweep_pass(void)
 		removed += batch_removed;
 		SweepBoardBatchDone(sweeper.slot, batch_removed);
 		report_progress(removed);
+
+		/* The last batch is held to the limit too, as the pass is */
+		if (!sweep_throttle(batch_start, batch_removed, &throttled_end))
+		{
+			end = throttled_end;
+			break;
+		}
 
 		/* A batch that removed nothing can only be the last one */
 		if (reached_end || batch_removed == 0)
