@@ -7,7 +7,8 @@
  * and plan-cache work around one-row statements.  The three operations that
  * every first request and every replay performs are done here without SPI:
  *
- *	- reading a key's row through the primary key (the replay path);
+ *	- reading a key's row through the primary key, the digest of (scope,
+ *	  key), and checking that the row is that key's (the replay path);
  *	- inserting a new attempt with the same speculative-insertion protocol
  *	  INSERT ... ON CONFLICT DO NOTHING uses, so the primary key still
  *	  arbitrates between concurrent duplicates and a duplicate waits for an
@@ -66,9 +67,9 @@ static LedgerKeyState probe_key(Relation rel, Relation idx, text *scope,
 
 /*
  * True when the ledger still has exactly the columns and constraints that
- * the install and upgrade scripts made (a ledger of 1.0 that ALTER EXTENSION
- * has not updated yet lacks the owner column: it is served through SQL until
- * it is updated).  The direct path writes rows without the executor, so a
+ * the install and upgrade scripts made (a ledger of 1.0 or 1.1 that ALTER
+ * EXTENSION has not updated yet lacks the owner or the digest column: it is
+ * served through SQL until it is updated).  The direct path writes rows without the executor, so a
  * CHECK constraint or a NOT NULL a user added (or dropped) sends every call
  * to the SQL path, where the executor enforces it.  (A dropped column also
  * changes the layout: the direct path stays off until the ledger is made
