@@ -235,13 +235,17 @@ static void
 ledger_pkey_clauses(Oid relid, int scope_arg, int key_arg, int digest_arg,
 					char **target, char **where)
 {
-	Relation	rel = table_open(relid, AccessShareLock);
-	Oid			pkey = IdemPrimaryKeyIndex(rel);
+	Relation	rel;
+	Oid			pkey;
 	HeapTuple	tup;
 	Form_pg_index index;
 	StringInfoData t;
 	StringInfoData w;
 
+	if (!OidIsValid(relid))
+		elog(ERROR, "ledger table of the idempotency extension is missing");
+	rel = table_open(relid, AccessShareLock);
+	pkey = IdemPrimaryKeyIndex(rel);
 	if (!OidIsValid(pkey))
 		elog(ERROR, "ledger table of the idempotency extension has no primary key");
 	tup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(pkey));
