@@ -10,6 +10,7 @@ OBJS += src/owner.o
 OBJS += src/await.o
 OBJS += src/stats.o
 OBJS += src/citus.o
+OBJS += src/ledger_digest.o
 # install scripts are frozen once released; each later version is an upgrade
 # script, which CREATE EXTENSION applies after the 1.0 install script
 DATA = idempotency--1.0.sql idempotency--1.0--1.1.sql idempotency--1.1--1.2.sql \
@@ -22,6 +23,7 @@ PG_CFLAGS += -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare \
 # pg_regress: one file per behaviour, in sql/ and expected/
 REGRESS = begin finish fail once key fingerprint sweep guc logged security input inheritance constraints rewrite own_attempt schema_rename
 REGRESS += upgrade scope_grants
+REGRESS += digest upgrade_digest
 REGRESS += owner
 REGRESS += await upgrade_1_2
 REGRESS += distribute
@@ -40,3 +42,9 @@ PROVE_TESTS = test/t/*.pl
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# the ledger's key digest calls OpenSSL's SHA-256 directly when PostgreSQL
+# was built with it (src/ledger_digest.c)
+ifeq ($(with_ssl),openssl)
+SHLIB_LINK += -lcrypto
+endif

@@ -109,14 +109,20 @@ if [ "$BIG" = 1 ]; then
 	psql_q -d postgres -c "CREATE DATABASE bench_big"
 	psql_q -d bench_big -f "$WORK/tree/bench/layers.sql" >/dev/null
 	psql_q -d bench_big -c "SELECT pay_ext('template', 100), pay_hand('template', 100)" >/dev/null
+	# copies of the template row with another key (and, in the ledger, that
+	# key's digest, its primary key)
 	for table in idem_ledger hand_keys; do
+		digest="'{}'::jsonb"
+		[ "$table" = idem_ledger ] && digest="jsonb_build_object('digest', idem_digest(t.scope, k.k))"
 		psql_q -d bench_big -c "
 			INSERT INTO $table
 			SELECT r.*
 			  FROM $table t,
 			       (SELECT i FROM generate_series(1, $BIG_KEYS) i ORDER BY random()) i,
-			       LATERAL jsonb_populate_record(t, jsonb_build_object('key',
-			           (i % $CLIENTS) || '-f-' || (i::bigint * 387420489 % 1000000000000 + 1))) r
+			       LATERAL (SELECT (i % $CLIENTS) || '-f-' ||
+			                       (i::bigint * 387420489 % 1000000000000 + 1) AS k) k,
+			       LATERAL jsonb_populate_record(t,
+			           jsonb_build_object('key', k.k) || $digest) r
 			 WHERE t.key = 'template'"
 		psql_q -d bench_big -c "DELETE FROM $table WHERE key = 'template'"
 	done

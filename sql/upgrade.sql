@@ -1,6 +1,8 @@
 --
 -- ALTER EXTENSION ... UPDATE from 1.0 to 1.1 keeps every key's behaviour,
--- and what 1.1 adds works afterwards; the same for idempotency_tap
+-- and what 1.1 adds works afterwards; the same for idempotency_tap.  1.1
+-- to 1.2: upgrade_digest and upgrade_1_2 (a ledger of 1.1 is served
+-- through SQL until updated).
 --
 SET client_min_messages = warning;
 CREATE EXTENSION dblink;
@@ -31,7 +33,7 @@ $$) AS t(outcome text, attempt int);
 SELECT dblink_disconnect('up_worker');
 CREATE TEMP TABLE ledger_before AS SELECT * FROM idem_ledger;
 
-ALTER EXTENSION idempotency UPDATE;
+ALTER EXTENSION idempotency UPDATE TO '1.1';
 SELECT extversion FROM pg_extension WHERE extname = 'idempotency';
 
 -- the update changed no row, and added the owner column last, empty: no

@@ -36,11 +36,15 @@ SELECT p.proowner, p.prosecdef, p.proacl, i.initprivs
 ALTER EXTENSION idempotency UPDATE TO '1.2';
 SELECT extversion FROM pg_extension WHERE extname = 'idempotency';
 
--- the update changed no row
+-- the update changed no row but for its new digest (sql/upgrade_digest.sql)
 SELECT count(*) AS rows_changed FROM (
-    (SELECT * FROM idem_ledger EXCEPT ALL SELECT * FROM ledger_before)
+    (SELECT created_at, expires_at, lease_until, status, attempt, scope, key,
+            state, response, fingerprint, owner FROM idem_ledger
+     EXCEPT ALL SELECT * FROM ledger_before)
     UNION ALL
-    (SELECT * FROM ledger_before EXCEPT ALL SELECT * FROM idem_ledger)) AS d;
+    (SELECT * FROM ledger_before
+     EXCEPT ALL SELECT created_at, expires_at, lease_until, status, attempt,
+            scope, key, state, response, fingerprint, owner FROM idem_ledger)) AS d;
 
 -- idem_begin was made anew with await last; its owner, SECURITY DEFINER,
 -- privileges (the direct grant included) and initial privileges (those of

@@ -7,7 +7,8 @@
  * and plan-cache work around one-row statements.  The three operations that
  * every first request and every replay performs are done here without SPI:
  *
- *	- reading a key's row through the primary key (the replay path);
+ *	- reading a key's row through the primary key, the digest of (scope,
+ *	  key), and checking that the row is that key's (the replay path);
  *	- inserting a new attempt with the same speculative-insertion protocol
  *	  INSERT ... ON CONFLICT DO NOTHING uses, so the primary key still
  *	  arbitrates between concurrent duplicates and a duplicate waits for an
@@ -57,9 +58,11 @@
 #include "utils/rel.h"
 #include "utils/relcache.h"
 #include "utils/snapmgr.h"
+#include "utils/uuid.h"
 
 #include "citus.h"
 #include "compat.h"
+#include "ledger_digest.h"
 #include "ledger_direct.h"
 
 static void open_executor(LedgerDirect *ld, bool speculative);
@@ -68,9 +71,9 @@ static LedgerKeyState probe_key(Relation rel, Relation idx, text *scope,
 
 /*
  * True when the ledger still has exactly the columns and constraints that
- * the install and upgrade scripts made (a ledger of 1.0 that ALTER EXTENSION
- * has not updated yet lacks the owner column: it is served through SQL until
- * it is updated).  The direct path writes rows without the executor, so a
+ * the install and upgrade scripts made (a ledger of 1.0 or 1.1 that ALTER
+ * EXTENSION has not updated yet lacks the owner or the digest column: it is
+ * served through SQL until it is updated).  The direct path writes rows without the executor, so a
  * CHECK constraint or a NOT NULL a user added (or dropped) sends every call
  * to the SQL path, where the executor enforces it.  (A dropped column also
  * changes the layout: the direct path stays off until the ledger is made
@@ -274,14 +277,14 @@ read_slot(LedgerDirect *ld, bool want_response, LedgerRow *row,
 	LedgerRowSetOwner(row, d, isnull);
 }
 
-/* True when the row in ld->rslot is the one of (scope, key) */
+/* True when the row in slot is the one of (scope, key) */
 static bool
-slot_has_key(LedgerDirect *ld, text *scope, text *key)
+slot_has_key(TupleTableSlot *slot, text *scope, text *key)
 {
 	bool		snull;
 	bool		knull;
-	Datum		sd = slot_getattr(ld->rslot, Anum_ledger_scope, &snull);
-	Datum		kd = slot_getattr(ld->rslot, Anum_ledger_key, &knull);
+	Datum		sd = slot_getattr(slot, Anum_ledger_scope, &snull);
+	Datum		kd = slot_getattr(slot, Anum_ledger_key, &knull);
 	text	   *s;
 	text	   *k;
 
@@ -297,28 +300,37 @@ slot_has_key(LedgerDirect *ld, text *scope, text *key)
 
 /*
  * Scan keys for (scope, key) on the ledger's primary key, in the order of
- * its columns
+ * its columns: digest alone as the install and upgrade scripts make it, and
+ * any of digest, scope and key as another version or Citus left it (a
+ * ledger distributed by scope, then undistributed, keeps (digest, scope)).
+ * *digest receives the pair's digest.  Returns the number of scan keys.
  */
-static void
-pkey_scan_keys(Relation idx, text *scope, text *key, ScanKey skey)
+static int
+pkey_scan_keys(Relation idx, text *scope, text *key, pg_uuid_t *digest,
+			   ScanKey skey)
 {
-	if (IndexRelationGetNumberOfKeyAttributes(idx) != 2)
-		elog(ERROR, "primary key of the ledger is not on (key, scope)");
-	for (int i = 0; i < 2; i++)
+	int			nkeys = IndexRelationGetNumberOfKeyAttributes(idx);
+
+	if (nkeys < 1 || nkeys > 3)
+		elog(ERROR, "primary key of the ledger is not on its digest, scope or key");
+	for (int i = 0; i < nkeys; i++)
 	{
 		AttrNumber	attno = idx->rd_index->indkey.values[i];
-		text	   *value;
 
-		if (attno == Anum_ledger_key)
-			value = key;
-		else if (attno == Anum_ledger_scope)
-			value = scope;
+		if (attno == Anum_ledger_digest)
+		{
+			*digest = *LedgerKeyDigest(scope, key);
+			ScanKeyInit(&skey[i], i + 1, BTEqualStrategyNumber, F_UUID_EQ,
+						UUIDPGetDatum(digest));
+		}
+		else if (attno == Anum_ledger_key || attno == Anum_ledger_scope)
+			ScanKeyInit(&skey[i], i + 1, BTEqualStrategyNumber, F_TEXTEQ,
+						PointerGetDatum(attno == Anum_ledger_key ? key : scope));
 		else
-			elog(ERROR, "primary key of the ledger is not on (key, scope)");
-		ScanKeyInit(&skey[i], i + 1, BTEqualStrategyNumber, F_TEXTEQ,
-					PointerGetDatum(value));
+			elog(ERROR, "primary key of the ledger is not on its digest, scope or key");
 		skey[i].sk_collation = idx->rd_indcollation[i];
 	}
+	return nkeys;
 }
 
 /* The ledger's primary key, opened with the executor's other indexes */
@@ -337,22 +349,27 @@ ledger_pkey(LedgerDirect *ld)
 
 /*
  * Read the row of a key through the primary key, with the snapshot taken
- * when the ledger was opened.
+ * when the ledger was opened.  A row of another key under the same digest
+ * raises the collision error.
  */
 bool
 LedgerDirectFetch(LedgerDirect *ld, text *scope, text *key, bool want_response,
 				  LedgerRow *row, ItemPointer tid, bool *own_insert)
 {
 	Relation	idx;
-	ScanKeyData skey[2];
+	ScanKeyData skey[3];
+	pg_uuid_t	digest;
+	int			nkeys;
 	IndexScanDesc scan;
 	bool		found;
 
 	idx = ledger_pkey(ld);
-	pkey_scan_keys(idx, scope, key, skey);
-	scan = IdemIndexBeginScan(ld->rel, idx, ledger_snapshot(ld), 2);
-	index_rescan(scan, skey, 2, NULL, 0);
+	nkeys = pkey_scan_keys(idx, scope, key, &digest, skey);
+	scan = IdemIndexBeginScan(ld->rel, idx, ledger_snapshot(ld), nkeys);
+	index_rescan(scan, skey, nkeys, NULL, 0);
 	found = index_getnext_slot(scan, ForwardScanDirection, ld->rslot);
+	if (found && !slot_has_key(ld->rslot, scope, key))
+		LedgerKeyCollision(scope, key);
 	if (found)
 		read_slot(ld, want_response, row, tid, own_insert);
 	index_endscan(scan);
@@ -363,7 +380,9 @@ LedgerDirectFetch(LedgerDirect *ld, text *scope, text *key, bool want_response,
 /*
  * Read the row version at tid, if it is the one of (scope, key): when
  * visible_only, only if this call's snapshot sees it; otherwise whatever
- * version is there, as the primary key check found it.
+ * version is there, as the primary key check found it.  A row of another
+ * key is not read (false): the SQL path looks again through the primary
+ * key, and reports a collision if there is one.
  */
 bool
 LedgerDirectFetchTid(LedgerDirect *ld, ItemPointer tid, bool visible_only,
@@ -376,7 +395,7 @@ LedgerDirectFetchTid(LedgerDirect *ld, ItemPointer tid, bool visible_only,
 	found = table_tuple_fetch_row_version(ld->rel, tid,
 										  visible_only ? ledger_snapshot(ld) : SnapshotAny,
 										  ld->rslot) &&
-		slot_has_key(ld, scope, key);
+		slot_has_key(ld->rslot, scope, key);
 	if (found)
 		read_slot(ld, want_response, row, &found_tid, own_insert);
 	ExecClearTuple(ld->rslot);
@@ -503,26 +522,34 @@ LedgerDirectUpdate(LedgerDirect *ld, ItemPointer tid, Datum *values, bool *nulls
  * when another transaction that has not finished yet inserted, deletes or
  * changes the row; KEY_PRESENT (the row at *tid) when a row holds the key
  * and nobody else is changing it; KEY_ABSENT otherwise.  Never waits: it is
- * how begin with wait => false avoids queueing behind a writer.
+ * how begin with wait => false avoids queueing behind a writer.  A row of
+ * another key under the same digest, even one still being written, raises
+ * the collision error.
  */
 static LedgerKeyState
 probe_key(Relation rel, Relation idx, text *scope, text *key, ItemPointer tid)
 {
 	SnapshotData dirty;
-	ScanKeyData skey[2];
+	ScanKeyData skey[3];
+	pg_uuid_t	digest;
+	int			nkeys;
 	IndexScanDesc scan;
 	TupleTableSlot *slot;
 	LedgerKeyState state = KEY_ABSENT;
 
 	InitDirtySnapshot(dirty);
-	pkey_scan_keys(idx, scope, key, skey);
+	nkeys = pkey_scan_keys(idx, scope, key, &digest, skey);
 	slot = table_slot_create(rel, NULL);
-	scan = IdemIndexBeginScan(rel, idx, &dirty, 2);
-	index_rescan(scan, skey, 2, NULL, 0);
+	scan = IdemIndexBeginScan(rel, idx, &dirty, nkeys);
+	index_rescan(scan, skey, nkeys, NULL, 0);
 	while (index_getnext_slot(scan, ForwardScanDirection, slot))
 	{
 		TransactionId xwait = TransactionIdIsValid(dirty.xmin) ?
 		dirty.xmin : dirty.xmax;
+
+		/* A row of another key under this key's digest: a collision */
+		if (!slot_has_key(slot, scope, key))
+			LedgerKeyCollision(scope, key);
 
 		if (TransactionIdIsValid(xwait) &&
 			!TransactionIdIsCurrentTransactionId(xwait))

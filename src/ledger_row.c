@@ -14,6 +14,7 @@
 #include "utils/timestamp.h"
 
 #include "compat.h"
+#include "ledger_digest.h"
 #include "ledger_row.h"
 
 /* The ledger's columns, as the install and upgrade scripts make them */
@@ -30,6 +31,7 @@ const LedgerColumn LedgerColumns[Natts_ledger] =
 	{"response", JSONBOID, false},
 	{"fingerprint", BYTEAOID, false},
 	{"owner", BYTEAOID, false},
+	{"digest", UUIDOID, true},
 };
 
 /*
@@ -72,11 +74,16 @@ LedgerFingerprintDatum(const uint8 *fingerprint)
 	return PointerGetDatum(fp);
 }
 
-/* The column values of row, the row of (scope, key), in table order */
+/*
+ * The column values of row, the row of (scope, key), in table order; the
+ * digest is the one LedgerKeyDigest remembers for the pair, hashed once
+ */
 void
 LedgerRowValues(const LedgerRow *row, text *scope, text *key,
 				Datum *values, bool *nulls)
 {
+	pg_uuid_t  *digest;
+
 	memset(nulls, 0, sizeof(bool) * Natts_ledger);
 	values[Anum_ledger_created_at - 1] = TimestampTzGetDatum(row->created_at);
 	values[Anum_ledger_expires_at - 1] = TimestampTzGetDatum(row->expires_at);
@@ -97,6 +104,9 @@ LedgerRowValues(const LedgerRow *row, text *scope, text *key,
 	values[Anum_ledger_owner - 1] = row->owner_null ?
 		(Datum) 0 : OwnerDatum(&row->owner);
 	nulls[Anum_ledger_owner - 1] = row->owner_null;
+	digest = (pg_uuid_t *) palloc(sizeof(pg_uuid_t));
+	*digest = *LedgerKeyDigest(scope, key);
+	values[Anum_ledger_digest - 1] = UUIDPGetDatum(digest);
 }
 
 /*

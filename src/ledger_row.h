@@ -23,7 +23,8 @@
 
 /*
  * Column numbers of the ledger, as the install script and the upgrade
- * scripts after it make it (owner is 1.1's, added last)
+ * scripts after it make it (owner is 1.1's, added last; digest, the primary
+ * key, is 1.2's, added after it)
  */
 #define Anum_ledger_created_at	1
 #define Anum_ledger_expires_at	2
@@ -36,7 +37,8 @@
 #define Anum_ledger_response	9
 #define Anum_ledger_fingerprint	10
 #define Anum_ledger_owner		11
-#define Natts_ledger			11
+#define Anum_ledger_digest		12
+#define Natts_ledger			12
 
 /* Name, type and nullability of each column, in table order */
 typedef struct LedgerColumn

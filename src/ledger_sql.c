@@ -20,9 +20,12 @@
  */
 #include "postgres.h"
 
+#include "access/table.h"
 #include "access/xact.h"
+#include "catalog/pg_index.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "lib/stringinfo.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/inval.h"
@@ -30,22 +33,31 @@
 #include "utils/memutils.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
+#include "utils/uuid.h"
 
 #include "citus.h"
+#include "compat.h"
+#include "ledger_digest.h"
 #include "ledger_sql.h"
 
 /*
  * Statements, with the first %s standing for the schema-qualified ledger.
  * Operators are qualified too, so no search_path can change what they mean.
  * A ledger of 1.0 that ALTER EXTENSION has not updated yet has no owner
- * column: the statements leave it out there (the other %s).
+ * column, and one of 1.0 or 1.1 no digest: the statements leave them out
+ * there (the other %s).  A key's row is found through the primary key's
+ * columns, whichever they are (digest; on Citus digest and the distribution
+ * column; before 1.2 key and scope): the conflict target and the WHERE
+ * clause are made from them (the last %s), and the row's scope and key are
+ * compared with the caller's after it is read, so that a row of another key
+ * under the same digest is reported, never used.
  */
-/* Both take the ledger's columns in table order as $1 ... $11 */
+/* Both take the ledger's columns in table order as $1 ... $12 */
 static const char *insert_sql =
 "INSERT INTO %s AS l (created_at, expires_at, lease_until, status, attempt,"
 "                     scope, key, state, response, fingerprint%s)"
 " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10%s)"
-" ON CONFLICT (scope, key) DO NOTHING"
+" ON CONFLICT (%s) DO NOTHING"
 " RETURNING l.attempt";
 
 /* A takeover keeps the row's birth when $1 is NULL */
@@ -53,26 +65,24 @@ static const char *replace_sql =
 "UPDATE ONLY %s SET created_at = COALESCE($1, created_at), expires_at = $2,"
 "       lease_until = $3, status = $4, attempt = $5, state = $8,"
 "       response = $9, fingerprint = $10%s"
-" WHERE scope OPERATOR(pg_catalog.=) $6 AND key OPERATOR(pg_catalog.=) $7";
+" WHERE %s";
 
-/* %s: xmin (or, on Citus, NULL), then the owner (or NULL before 1.1) */
+/*
+ * %s: xmin (or, on Citus, NULL), then the owner (or NULL before 1.1); the
+ * statements take the scope as $1, the key as $2 and the digest as $3
+ */
 #define LEDGER_ROW_COLUMNS \
 	"state, status, response, attempt, fingerprint, created_at, expires_at," \
-	" lease_until, %s, %s"
+	" lease_until, %s, %s, scope, key"
 
 static const char *select_sql =
-"SELECT " LEDGER_ROW_COLUMNS " FROM ONLY %s"
-" WHERE scope OPERATOR(pg_catalog.=) $1 AND key OPERATOR(pg_catalog.=) $2";
+"SELECT " LEDGER_ROW_COLUMNS " FROM ONLY %s WHERE %s";
 
 static const char *lock_sql =
-"SELECT " LEDGER_ROW_COLUMNS " FROM ONLY %s"
-" WHERE scope OPERATOR(pg_catalog.=) $1 AND key OPERATOR(pg_catalog.=) $2"
-" FOR UPDATE";
+"SELECT " LEDGER_ROW_COLUMNS " FROM ONLY %s WHERE %s FOR UPDATE";
 
 static const char *lock_skip_sql =
-"SELECT " LEDGER_ROW_COLUMNS " FROM ONLY %s"
-" WHERE scope OPERATOR(pg_catalog.=) $1 AND key OPERATOR(pg_catalog.=) $2"
-" FOR UPDATE SKIP LOCKED";
+"SELECT " LEDGER_ROW_COLUMNS " FROM ONLY %s WHERE %s FOR UPDATE SKIP LOCKED";
 
 static const char *sweep_sql =
 "DELETE FROM ONLY %s WHERE ctid OPERATOR(pg_catalog.=) ANY (ARRAY("
@@ -119,6 +129,7 @@ typedef struct LedgerPlans
 	uint32		nsphash;		/* hash of nspid in the pg_namespace cache */
 	bool		recheck;		/* pg_namespace changed: check nspname */
 	bool		has_owner;		/* the ledger has 1.1's owner column */
+	bool		has_digest;		/* the ledger has 1.2's digest column */
 	SPIPlanPtr	insert;
 	SPIPlanPtr	select;
 	SPIPlanPtr	lock;
@@ -202,6 +213,72 @@ ledger_has_owner(Oid nspid)
 }
 
 /*
+ * True when the ledger of schema nspid has the digest column of version 1.2
+ * (see ledger_has_owner)
+ */
+static bool
+ledger_has_digest(Oid nspid)
+{
+	Oid			relid = get_relname_relid(IDEM_LEDGER_NAME, nspid);
+
+	return OidIsValid(relid) &&
+		get_attnum(relid, LedgerColumns[Anum_ledger_digest - 1].name) != InvalidAttrNumber;
+}
+
+/*
+ * The columns of the primary key of the ledger relid, for a conflict target
+ * ("digest, scope") into *target, and as a WHERE clause into *where with
+ * the scope as $scope_arg, the key as $key_arg and the digest as
+ * $digest_arg.  Before 1.2 the primary key is (key, scope).
+ */
+static void
+ledger_pkey_clauses(Oid relid, int scope_arg, int key_arg, int digest_arg,
+					char **target, char **where)
+{
+	Relation	rel;
+	Oid			pkey;
+	HeapTuple	tup;
+	Form_pg_index index;
+	StringInfoData t;
+	StringInfoData w;
+
+	if (!OidIsValid(relid))
+		elog(ERROR, "ledger table of the idempotency extension is missing");
+	rel = table_open(relid, AccessShareLock);
+	pkey = IdemPrimaryKeyIndex(rel);
+	if (!OidIsValid(pkey))
+		elog(ERROR, "ledger table of the idempotency extension has no primary key");
+	tup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(pkey));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for index %u", pkey);
+	index = (Form_pg_index) GETSTRUCT(tup);
+	initStringInfo(&t);
+	initStringInfo(&w);
+	for (int i = 0; i < index->indnkeyatts; i++)
+	{
+		AttrNumber	attno = index->indkey.values[i];
+		int			arg;
+
+		if (attno == Anum_ledger_digest)
+			arg = digest_arg;
+		else if (attno == Anum_ledger_scope)
+			arg = scope_arg;
+		else if (attno == Anum_ledger_key)
+			arg = key_arg;
+		else
+			elog(ERROR, "primary key of the ledger is not on its digest, scope or key");
+		appendStringInfo(&t, "%s%s", i > 0 ? ", " : "",
+						 LedgerColumns[attno - 1].name);
+		appendStringInfo(&w, "%s%s OPERATOR(pg_catalog.=) $%d",
+						 i > 0 ? " AND " : "", LedgerColumns[attno - 1].name, arg);
+	}
+	ReleaseSysCache(tup);
+	table_close(rel, AccessShareLock);
+	*target = t.data;
+	*where = w.data;
+}
+
+/*
  * Make sure the kept plans refer to the ledger in schema nspid, under the
  * name the schema has now.  Must be called with SPI connected.
  */
@@ -211,12 +288,16 @@ ledger_prepare(Oid nspid)
 	static bool callbacks_registered = false;
 	char	   *nspname;
 	char	   *ledger;
-	Oid			key_args[2] = {TEXTOID, TEXTOID};
+	Oid			key_args[3] = {TEXTOID, TEXTOID, UUIDOID};
 	Oid			row_args[Natts_ledger];
 	Oid			sweep_args[3] = {TIDOID, TIMESTAMPTZOID, INT4OID};
 	Oid			count_args[1] = {TIMESTAMPTZOID};
 	bool		has_owner;
+	bool		has_digest;
 	int			natts;
+	char	   *target;
+	char	   *key_where;
+	char	   *row_where;
 	const char *owner_select;
 	SPIPlanPtr *all[] = {&plans.insert, &plans.select, &plans.lock,
 		&plans.lock_skip, &plans.replace, &plans.sweep, &plans.count_expired};
@@ -231,7 +312,8 @@ ledger_prepare(Oid nspid)
 	if (citus != plans.citus)
 		plans.nspid = InvalidOid;
 	if (plans.nspid == nspid && OidIsValid(nspid) && !plans.recheck &&
-		(plans.has_owner || !ledger_has_owner(nspid)))
+		(plans.has_owner || !ledger_has_owner(nspid)) &&
+		(plans.has_digest || !ledger_has_digest(nspid)))
 		return;
 
 	if (!callbacks_registered)
@@ -249,9 +331,10 @@ ledger_prepare(Oid nspid)
 	if (nspname == NULL)
 		elog(ERROR, "schema with OID %u does not exist", nspid);
 	has_owner = ledger_has_owner(nspid);
+	has_digest = ledger_has_digest(nspid);
 	if (plans.nspid == nspid && OidIsValid(nspid) &&
 		strcmp(nspname, NameStr(plans.nspname)) == 0 &&
-		plans.has_owner == has_owner)
+		plans.has_owner == has_owner && plans.has_digest == has_digest)
 		return;
 
 	/* A different or renamed schema: retire the old plans first */
@@ -273,7 +356,8 @@ ledger_prepare(Oid nspid)
 	ledger = psprintf("%s.%s", quote_identifier(nspname),
 					  quote_identifier(IDEM_LEDGER_NAME));
 
-	natts = has_owner ? Natts_ledger : Natts_ledger - 1;
+	natts = has_digest ? Natts_ledger :
+		has_owner ? Anum_ledger_owner : Anum_ledger_owner - 1;
 	/*
 	 * On Citus, an owner names a backend of one node, but the key is judged
 	 * on whichever node the call runs: the coordinator, another node, or
@@ -286,28 +370,45 @@ ledger_prepare(Oid nspid)
 	 */
 	owner_select = has_owner && !citus ? "owner" : "NULL::pg_catalog.bytea";
 	xmin_select = citus ? "NULL::pg_catalog.xid" : "xmin";
+	ledger_pkey_clauses(get_relname_relid(IDEM_LEDGER_NAME, nspid), 1, 2, 3,
+						&target, &key_where);
+	pfree(target);
+	ledger_pkey_clauses(get_relname_relid(IDEM_LEDGER_NAME, nspid),
+						Anum_ledger_scope, Anum_ledger_key, Anum_ledger_digest,
+						&target, &row_where);
 	plans.insert = prepare_kept(psprintf(insert_sql, ledger,
+										 has_digest ? ", owner, digest" :
 										 has_owner ? ", owner" : "",
-										 has_owner ? ", $11" : ""),
+										 has_digest ? ", $11, $12" :
+										 has_owner ? ", $11" : "",
+										 target),
 								natts, row_args);
-	plans.select = prepare_kept(psprintf(select_sql, xmin_select, owner_select, ledger),
-								2, key_args);
-	plans.lock = prepare_kept(psprintf(lock_sql, xmin_select, owner_select, ledger),
-							  2, key_args);
-	plans.lock_skip = prepare_kept(psprintf(lock_skip_sql, xmin_select, owner_select, ledger),
-								   2, key_args);
+	plans.select = prepare_kept(psprintf(select_sql, xmin_select, owner_select,
+										 ledger, key_where),
+								3, key_args);
+	plans.lock = prepare_kept(psprintf(lock_sql, xmin_select, owner_select,
+									   ledger, key_where),
+							  3, key_args);
+	plans.lock_skip = prepare_kept(psprintf(lock_skip_sql, xmin_select,
+											owner_select, ledger, key_where),
+								   3, key_args);
 	plans.replace = prepare_kept(psprintf(replace_sql, ledger,
-										  has_owner ? ", owner = $11" : ""),
+										  has_owner ? ", owner = $11" : "",
+										  row_where),
 								 natts, row_args);
 	plans.sweep = prepare_kept(citus ? psprintf(sweep_citus_sql, ledger) :
 							   psprintf(sweep_sql, ledger, ledger), 3, sweep_args);
 	plans.count_expired = prepare_kept(psprintf(count_expired_sql, ledger),
 									   1, count_args);
 	plans.has_owner = has_owner;
+	plans.has_digest = has_digest;
 	plans.citus = citus;
 	namestrcpy(&plans.nspname, nspname);
 	plans.nspid = nspid;
 	pfree(ledger);
+	pfree(target);
+	pfree(key_where);
+	pfree(row_where);
 }
 
 /*
@@ -347,14 +448,36 @@ LedgerSqlDisconnect(int nestlevel)
 		elog(ERROR, "SPI_finish failed: %s", SPI_result_code_string(rc));
 }
 
-/* Read the current row of SPI_tuptable into *row */
+/* True when a text column of the current row of SPI_tuptable equals t */
+static bool
+column_equals(int col, text *t)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+								  col, &isnull);
+	text	   *v;
+
+	if (isnull)
+		return false;
+	v = DatumGetTextPP(d);
+	return VARSIZE_ANY_EXHDR(v) == VARSIZE_ANY_EXHDR(t) &&
+		memcmp(VARDATA_ANY(v), VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t)) == 0;
+}
+
+/*
+ * Read the current row of SPI_tuptable, the row of (scope, key), into *row.
+ * A row of another key under the same digest raises the collision error.
+ */
 static void
-read_row(LedgerRow *row)
+read_row(text *scope, text *key, LedgerRow *row)
 {
 	HeapTuple	tup = SPI_tuptable->vals[0];
 	TupleDesc	desc = SPI_tuptable->tupdesc;
 	bool		isnull;
 	Datum		d;
+
+	if (!column_equals(11, scope) || !column_equals(12, key))
+		LedgerKeyCollision(scope, key);
 
 	d = SPI_getbinval(tup, desc, 1, &isnull);
 	if (isnull)
@@ -390,12 +513,16 @@ read_row(LedgerRow *row)
  * Read the row of (scope, key): as the statement's snapshot sees it, or
  * locked (waiting for a transaction that holds it, or, with
  * LEDGER_LOCK_SKIP, passing it by).  True if a row was found.  The response
- * is valid until LedgerSqlDisconnect.
+ * is valid until LedgerSqlDisconnect.  A row of another key under the same
+ * digest raises the collision error (a locked one stays locked until the
+ * transaction or subtransaction ends).
  */
 bool
 LedgerSqlFetch(text *scope, text *key, LedgerLock lock, LedgerRow *row)
 {
-	Datum		values[2] = {PointerGetDatum(scope), PointerGetDatum(key)};
+	pg_uuid_t	digest = *LedgerKeyDigest(scope, key);
+	Datum		values[3] = {PointerGetDatum(scope), PointerGetDatum(key),
+	UUIDPGetDatum(&digest)};
 	SPIPlanPtr	plan = lock == LEDGER_LOCK ? plans.lock :
 		lock == LEDGER_LOCK_SKIP ? plans.lock_skip : plans.select;
 	int			rc;
@@ -405,7 +532,7 @@ LedgerSqlFetch(text *scope, text *key, LedgerLock lock, LedgerRow *row)
 		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
 	if (SPI_processed == 0)
 		return false;
-	read_row(row);
+	read_row(scope, key, row);
 	return true;
 }
 

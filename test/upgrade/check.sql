@@ -5,13 +5,16 @@
 \set QUIET 1
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(19);
+SELECT plan(20);
 
 SELECT is(relpersistence::text, :'persistence', 'the ledger is ' ||
           CASE :'persistence' WHEN 'u' THEN 'UNLOGGED' ELSE 'logged' END)
   FROM pg_class WHERE oid = 'idem_ledger'::regclass;
 SELECT is(ledger_digest(), :'digest', 'every row is the source''s, column for column');
 SELECT is(count(*), 9::bigint, 'nine keys') FROM idem_ledger;
+SELECT is(count(*) FILTER (WHERE digest IS DISTINCT FROM idem_digest(scope, key)), 0::bigint,
+          'every row is found under its digest, the multibyte key''s too')
+  FROM idem_ledger;
 
 SELECT results_eq($$SELECT outcome, status, response FROM idem_begin('pay-1', '{"amount": 100}')$$,
                   $$VALUES ('replayed', 201, '{"id": 1, "items": [1, 2.50, null]}'::jsonb)$$,

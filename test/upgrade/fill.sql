@@ -46,7 +46,7 @@ SELECT idem_once('msg-2', scope => 'queue-a', ttl => '7 days');
 CREATE FUNCTION ledger_digest() RETURNS text LANGUAGE sql STABLE SET TimeZone = 'UTC'
 AS $$
 	SELECT md5(string_agg(concat_ws(' | ', scope, key, state, status, response, attempt,
-	                                created_at, expires_at, lease_until, fingerprint),
+	                                created_at, expires_at, lease_until, fingerprint, digest),
 	                      E'\n' ORDER BY scope, key))
 	  FROM idem_ledger
 $$;

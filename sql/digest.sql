@@ -1,0 +1,80 @@
+--
+-- The ledger's primary key is idem_digest(scope, key); a row of another key
+-- under a key's digest (a collision, made here by hand) raises an error on
+-- every path and is never replayed, taken over, finished or released
+--
+CREATE EXTENSION idempotency;
+\set SHOW_CONTEXT never
+SET timezone = 'UTC';
+
+-- the digest: the first 128 bits of sha256(length of scope, scope, key) in
+-- UTF-8, pinned here so that no change of the encoding goes unnoticed
+SELECT idem_digest('', 'k1') AS digest;
+SELECT idem_digest('', 'k1') =
+       encode(substr(sha256('\x00000000'::bytea || convert_to('k1', 'UTF8')), 1, 16), 'hex')::uuid
+       AS as_documented;
+SELECT idem_digest('payments', 'k1') =
+       encode(substr(sha256('\x00000008'::bytea || convert_to('paymentsk1', 'UTF8')), 1, 16), 'hex')::uuid
+       AS as_documented;
+-- the scope's length keeps the pair unambiguous
+SELECT idem_digest('a', 'bc') <> idem_digest('ab', 'c') AS distinct_pairs;
+SELECT idem_digest(NULL, 'k') IS NULL AS strict;
+
+-- a collision: the row of 'c-victim' is put under the digest of 'c-other'
+SELECT outcome FROM idem_begin('c-victim', '{"a": 1}');
+SELECT outcome FROM idem_finish('c-victim', '{"secret": "victim"}', 201);
+UPDATE idem_ledger SET digest = idem_digest('', 'c-other') WHERE key = 'c-victim';
+CREATE TEMP TABLE victim_before AS SELECT * FROM idem_ledger WHERE key = 'c-victim';
+
+-- every entry point of 'c-other' raises 23505, through the direct path ...
+SELECT * FROM idem_begin('c-other', '{"a": 1}');
+\echo :SQLSTATE
+SELECT * FROM idem_begin('c-other', '{"a": 1}', wait => false);
+\echo :SQLSTATE
+SELECT idem_once('c-other');
+\echo :SQLSTATE
+SELECT * FROM idem_finish('c-other', '{}');
+\echo :SQLSTATE
+SELECT idem_fail('c-other');
+\echo :SQLSTATE
+-- ... and through SQL (a CHECK constraint sends every call there)
+ALTER TABLE idem_ledger ADD CONSTRAINT sql_path CHECK (attempt > 0);
+SELECT * FROM idem_begin('c-other', '{"a": 1}');
+\echo :SQLSTATE
+SELECT * FROM idem_begin('c-other', '{"a": 1}', wait => false);
+\echo :SQLSTATE
+SELECT idem_once('c-other');
+\echo :SQLSTATE
+SELECT * FROM idem_finish('c-other', '{}');
+\echo :SQLSTATE
+SELECT idem_fail('c-other');
+\echo :SQLSTATE
+-- even once the victim's row has expired, nobody takes it over
+SET idempotency.clock_offset = '2 days';
+SELECT * FROM idem_begin('c-other', '{"a": 1}');
+\echo :SQLSTATE
+ALTER TABLE idem_ledger DROP CONSTRAINT sql_path;
+SELECT * FROM idem_begin('c-other', '{"a": 1}');
+\echo :SQLSTATE
+RESET idempotency.clock_offset;
+
+-- the victim's row is as it was
+SELECT count(*) AS victim_changed FROM (
+    (SELECT * FROM idem_ledger WHERE key = 'c-victim' EXCEPT ALL SELECT * FROM victim_before)
+    UNION ALL
+    (SELECT * FROM victim_before EXCEPT ALL SELECT * FROM idem_ledger WHERE key = 'c-victim')) AS d;
+SELECT count(*) AS other_rows FROM idem_ledger WHERE key = 'c-other';
+
+-- an attempt in progress of another key under the digest, written by the
+-- caller's own transaction, is a collision too for a caller that will not
+-- wait (the probe reports it before it looks at who writes the row)
+BEGIN;
+SELECT outcome FROM idem_begin('c-pending');
+UPDATE idem_ledger SET digest = idem_digest('', 'c-pending-other') WHERE key = 'c-pending';
+SAVEPOINT s;
+SELECT * FROM idem_begin('c-pending-other', wait => false);
+\echo :SQLSTATE
+ROLLBACK TO s;
+ROLLBACK;
+
+DROP EXTENSION idempotency;
