@@ -44,6 +44,7 @@
 #include "utils/wait_event.h"
 
 #include "await.h"
+#include "compat.h"
 #include "owner.h"
 
 /* Condition variables in shared memory: keys hash into these slots */
