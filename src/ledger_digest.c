@@ -56,6 +56,7 @@
 #include "utils/builtins.h"
 #include "utils/uuid.h"
 
+#include "compat.h"
 #include "idempotency.h"
 #include "ledger_digest.h"
 
