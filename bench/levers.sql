@@ -1,4 +1,4 @@
--- bench/levers.sql: bytes per key of the ledger's layout levers (issue 12),
+-- bench/levers.sql: bytes per key of the ledger's layout levers,
 -- measured on scratch tables filled like bench/run.sh's bytes phase.
 --
 -- Load it into a database that has bench/layers.sql, then, for each table
