@@ -24,18 +24,24 @@
 #include "postgres.h"
 
 #include "access/genam.h"
+#include "access/htup_details.h"
 #include "access/table.h"
 #include "catalog/pg_namespace.h"
 #include "commands/extension.h"
+#include "nodes/primnodes.h"
+#include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/guc.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
+#include "utils/rel.h"
 
 #include "citus.h"
 
 /* pg_dist_partition.logicalrelid, the table's OID */
 #define Anum_dist_partition_logicalrelid 1
+/* pg_dist_partition.partkey, its distribution column as a Var node (text) */
+#define Anum_dist_partition_partkey 3
 
 /* The last answer: whether relid is a Citus table */
 static struct
@@ -69,16 +75,23 @@ citus_loaded(void)
 	return loaded;
 }
 
-/* Look pg_dist_partition up for relid; the Citus extension exists */
+/*
+ * Look pg_dist_partition up for relid; the Citus extension exists.  With
+ * distcol, also say which column distributes it (InvalidAttrNumber for a
+ * reference or local table, which has none).
+ */
 static bool
-lookup_dist_partition(Oid relid)
+lookup_dist_partition(Oid relid, AttrNumber *distcol)
 {
 	Oid			catalog;
 	Relation	rel;
 	SysScanDesc scan;
 	ScanKeyData skey;
+	HeapTuple	tup;
 	bool		found;
 
+	if (distcol != NULL)
+		*distcol = InvalidAttrNumber;
 	catalog = get_relname_relid("pg_dist_partition", PG_CATALOG_NAMESPACE);
 	if (!OidIsValid(catalog))
 		return false;
@@ -86,7 +99,23 @@ lookup_dist_partition(Oid relid)
 	ScanKeyInit(&skey, Anum_dist_partition_logicalrelid,
 				BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(relid));
 	scan = systable_beginscan(rel, InvalidOid, false, NULL, 1, &skey);
-	found = HeapTupleIsValid(systable_getnext(scan));
+	tup = systable_getnext(scan);
+	found = HeapTupleIsValid(tup);
+	if (found && distcol != NULL &&
+		RelationGetDescr(rel)->natts >= Anum_dist_partition_partkey)
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tup, Anum_dist_partition_partkey,
+									 RelationGetDescr(rel), &isnull);
+
+		if (!isnull)
+		{
+			Node	   *node = stringToNode(TextDatumGetCString(d));
+
+			if (IsA(node, Var))
+				*distcol = ((Var *) node)->varattno;
+		}
+	}
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
 	return found;
@@ -114,6 +143,24 @@ IdemCitusTable(Oid relid)
 	cached.relid = relid;
 	cached.valid = true;
 	cached.is_citus = OidIsValid(get_extension_oid("citus", true)) &&
-		lookup_dist_partition(relid);
+		lookup_dist_partition(relid, NULL);
 	return cached.is_citus;
+}
+
+/*
+ * The column that distributes the Citus table relid, InvalidAttrNumber if
+ * none does (not a Citus table, or a reference or local one).  Read from
+ * this node's metadata: a worker's own copy of the table may carry another
+ * primary key than the shards (see ledger_sql.c), but the distribution
+ * column is the same on every node.  Not cached: asked when plans are made.
+ */
+AttrNumber
+IdemCitusDistributionColumn(Oid relid)
+{
+	AttrNumber	distcol;
+
+	if (!IdemCitusTable(relid) ||
+		!lookup_dist_partition(relid, &distcol))
+		return InvalidAttrNumber;
+	return distcol;
 }

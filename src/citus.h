@@ -12,6 +12,9 @@
 
 #include "postgres.h"
 
+#include "access/attnum.h"
+
 extern bool IdemCitusTable(Oid relid);
+extern AttrNumber IdemCitusDistributionColumn(Oid relid);
 
 #endif							/* IDEM_CITUS_H */

@@ -230,33 +230,59 @@ ledger_has_digest(Oid nspid)
  * ("digest, scope") into *target, and as a WHERE clause into *where with
  * the scope as $scope_arg, the key as $key_arg and the digest as
  * $digest_arg.  Before 1.2 the primary key is (key, scope).
+ *
+ * On a Citus ledger the shards' primary key is (digest, the distribution
+ * column), which idem_distribute made on the coordinator; but a worker's
+ * own copy of the ledger, made by CREATE EXTENSION there, keeps the
+ * primary key of the install script, and a call inside a distributed
+ * function plans on the worker.  So there the columns are taken from the
+ * distribution column, the same on every node, not from the local index.
  */
 static void
-ledger_pkey_clauses(Oid relid, int scope_arg, int key_arg, int digest_arg,
-					char **target, char **where)
+ledger_pkey_clauses(Oid relid, bool citus, int scope_arg, int key_arg,
+					int digest_arg, char **target, char **where)
 {
 	Relation	rel;
 	Oid			pkey;
 	HeapTuple	tup;
 	Form_pg_index index;
+	AttrNumber	cols[INDEX_MAX_KEYS];
+	int			ncols = 0;
+	AttrNumber	distcol = InvalidAttrNumber;
 	StringInfoData t;
 	StringInfoData w;
 
 	if (!OidIsValid(relid))
 		elog(ERROR, "ledger table of the idempotency extension is missing");
 	rel = table_open(relid, AccessShareLock);
-	pkey = IdemPrimaryKeyIndex(rel);
-	if (!OidIsValid(pkey))
-		elog(ERROR, "ledger table of the idempotency extension has no primary key");
-	tup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(pkey));
-	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "cache lookup failed for index %u", pkey);
-	index = (Form_pg_index) GETSTRUCT(tup);
+	if (citus && get_attnum(relid, LedgerColumns[Anum_ledger_digest - 1].name) ==
+		Anum_ledger_digest)
+		distcol = IdemCitusDistributionColumn(relid);
+	if (distcol != InvalidAttrNumber)
+	{
+		cols[ncols++] = Anum_ledger_digest;
+		cols[ncols++] = distcol;
+	}
+	else
+	{
+		pkey = IdemPrimaryKeyIndex(rel);
+		if (!OidIsValid(pkey))
+			elog(ERROR, "ledger table of the idempotency extension has no primary key");
+		tup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(pkey));
+		if (!HeapTupleIsValid(tup))
+			elog(ERROR, "cache lookup failed for index %u", pkey);
+		index = (Form_pg_index) GETSTRUCT(tup);
+		for (int i = 0; i < index->indnkeyatts; i++)
+			cols[ncols++] = index->indkey.values[i];
+		ReleaseSysCache(tup);
+	}
+	table_close(rel, AccessShareLock);
+
 	initStringInfo(&t);
 	initStringInfo(&w);
-	for (int i = 0; i < index->indnkeyatts; i++)
+	for (int i = 0; i < ncols; i++)
 	{
-		AttrNumber	attno = index->indkey.values[i];
+		AttrNumber	attno = cols[i];
 		int			arg;
 
 		if (attno == Anum_ledger_digest)
@@ -272,8 +298,6 @@ ledger_pkey_clauses(Oid relid, int scope_arg, int key_arg, int digest_arg,
 		appendStringInfo(&w, "%s%s OPERATOR(pg_catalog.=) $%d",
 						 i > 0 ? " AND " : "", LedgerColumns[attno - 1].name, arg);
 	}
-	ReleaseSysCache(tup);
-	table_close(rel, AccessShareLock);
 	*target = t.data;
 	*where = w.data;
 }
@@ -370,10 +394,10 @@ ledger_prepare(Oid nspid)
 	 */
 	owner_select = has_owner && !citus ? "owner" : "NULL::pg_catalog.bytea";
 	xmin_select = citus ? "NULL::pg_catalog.xid" : "xmin";
-	ledger_pkey_clauses(get_relname_relid(IDEM_LEDGER_NAME, nspid), 1, 2, 3,
-						&target, &key_where);
+	ledger_pkey_clauses(get_relname_relid(IDEM_LEDGER_NAME, nspid), citus,
+						1, 2, 3, &target, &key_where);
 	pfree(target);
-	ledger_pkey_clauses(get_relname_relid(IDEM_LEDGER_NAME, nspid),
+	ledger_pkey_clauses(get_relname_relid(IDEM_LEDGER_NAME, nspid), citus,
 						Anum_ledger_scope, Anum_ledger_key, Anum_ledger_digest,
 						&target, &row_where);
 	plans.insert = prepare_kept(psprintf(insert_sql, ledger,
