@@ -72,6 +72,18 @@ REVOKE ALL ON idem_ledger FROM regress_idem_sweep_reader;
 REVOKE ALL ON FUNCTION idem_sweep(int) FROM regress_idem_sweep_reader;
 DROP ROLE regress_idem_sweep_reader;
 
+-- an expired row that the sweeping transaction itself holds locked (its
+-- own idem_fail, or a FOR UPDATE of its own) is swept, as the DELETE
+-- statement sweeps it; a lock of another transaction is skipped (see
+-- test/specs/sweep_race.spec)
+SELECT idem_once('mine-locked', ttl => '1 minute');
+BEGIN;
+SELECT key FROM idem_ledger WHERE key = 'mine-locked' FOR UPDATE;
+SET LOCAL idempotency.clock_offset = '2 minutes';
+SELECT idem_sweep();
+SELECT count(*) AS left FROM idem_ledger WHERE key = 'mine-locked';
+COMMIT;
+
 -- batch_size must be positive
 SELECT idem_sweep(0);
 \echo :SQLSTATE

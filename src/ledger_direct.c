@@ -66,6 +66,7 @@
 #include "ledger_direct.h"
 
 static void open_executor(LedgerDirect *ld, bool speculative);
+static bool locked_only_by_us(Relation rel, ItemPointer tid);
 static LedgerKeyState probe_key(Relation rel, Relation idx, text *scope,
 								text *key, ItemPointer tid);
 
@@ -633,13 +634,46 @@ sweep_direct_ok(Relation rel)
 }
 
 /*
+ * True when the row at tid is locked, not updated nor deleted, by this
+ * transaction alone (a plain xmax, not a multixact of several lockers).
+ */
+static bool
+locked_only_by_us(Relation rel, ItemPointer tid)
+{
+	Buffer		buf;
+	Page		page;
+	ItemId		lp;
+	bool		ours = false;
+
+	buf = ReadBuffer(rel, ItemPointerGetBlockNumber(tid));
+	LockBuffer(buf, BUFFER_LOCK_SHARE);
+	page = BufferGetPage(buf);
+	if (ItemPointerGetOffsetNumber(tid) <= PageGetMaxOffsetNumber(page))
+	{
+		lp = PageGetItemId(page, ItemPointerGetOffsetNumber(tid));
+		if (ItemIdIsNormal(lp))
+		{
+			HeapTupleHeader htup = (HeapTupleHeader) PageGetItem(page, lp);
+			uint16		infomask = htup->t_infomask;
+
+			ours = !(infomask & HEAP_XMAX_IS_MULTI) &&
+				HEAP_XMAX_IS_LOCKED_ONLY(infomask) &&
+				TransactionIdIsCurrentTransactionId(HeapTupleHeaderGetRawXmax(htup));
+		}
+	}
+	UnlockReleaseBuffer(buf);
+	return ours;
+}
+
+/*
  * Delete up to batch_size rows of the ledger of schema nspid that expired at
  * now (expires_at <= now) and lie after *cursor, in physical order, without
  * the executor: the sweep's SQL statement locked each row (a WAL record of
  * its own) before deleting it, and most of its time went there and into the
  * executor.  A row that another transaction holds (locked, or changed and
  * not yet committed) is passed by, never waited for, as FOR UPDATE SKIP
- * LOCKED passes it by; so is a row changed since the scan saw it (the next
+ * LOCKED passes it by (a row this transaction holds locked is deleted, as
+ * that statement deletes it); so is a row changed since the scan saw it (the next
  * pass looks at it again).  Each deleted row is checked on the very version
  * deleted, so the rule is the SQL statement's.
  *
@@ -710,8 +744,19 @@ LedgerDirectSweep(Oid nspid, TimestampTz now, int batch_size,
 			case TM_Ok:
 				n++;
 				break;
-			case TM_SelfModified:	/* changed by this transaction since */
 			case TM_BeingModified:	/* held by a transaction under way */
+				/*
+				 * When that transaction is this one (its own idem_fail, or a
+				 * FOR UPDATE of its own), the row is ours to delete, as the
+				 * DELETE statement would: ask again, allowed to "wait" for
+				 * a lock that only this transaction holds.
+				 */
+				if (locked_only_by_us(rel, &tid) &&
+					table_tuple_delete(rel, &tid, cid, snapshot, InvalidSnapshot,
+									   true, &tmfd, false) == TM_Ok)
+					n++;
+				break;
+			case TM_SelfModified:	/* changed by this transaction since */
 			case TM_Updated:	/* changed, or deleted, since the scan */
 			case TM_Deleted:
 				break;
