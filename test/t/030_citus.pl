@@ -289,6 +289,12 @@ for my $by ('key', 'scope')
 			  . "   \$\$SELECT count(*) FROM %s WHERE key LIKE '$by-sweep-%%'\$\$) r"
 			  . " WHERE s.shardid = r.shardid AND r.result::int > 0"),
 		'2', "by $by: they are spread over both workers");
+	# the coordinator's status counts the expired keys of every shard
+	cmp_ok($coord->safe_psql('postgres',
+			"SET idempotency.clock_offset = '2 minutes';"
+			  . " SELECT expired_waiting FROM idem_sweeper_status()"
+			  . " WHERE datname = current_database()"),
+		'>=', 40, "by $by: idem_sweeper_status on the coordinator counts every shard's expired keys");
 	my $swept = $coord->safe_psql('postgres',
 		"SET idempotency.clock_offset = '2 minutes'; SELECT idem_sweep()");
 	cmp_ok($swept, '>=', 40, "by $by: idem_sweep on the coordinator deletes them ($swept)");
