@@ -2,7 +2,7 @@
 
 EXTENSION = idempotency idempotency_tap
 MODULE_big = idempotency
-OBJS = src/idempotency.o src/settings.o src/api.o src/ledger.o src/ledger_row.o src/ledger_sql.o \
+OBJS = src/init.o src/settings.o src/api.o src/ledger.o src/ledger_row.o src/ledger_sql.o \
 	src/ledger_direct.o src/fingerprint.o src/launcher.o src/sweeper.o
 OBJS += src/scope_guard.o
 OBJS += src/sweep_board.o src/sweep_schedule.o src/sweeper_control.o

@@ -1,9 +1,9 @@
 /*-------------------------------------------------------------------------
  *
- * idempotency.c
+ * init.c
  *	  Module entry point: settings, shared memory and the launcher's registration.
  *
- * src/idempotency.c
+ * src/init.c
  *
  *-------------------------------------------------------------------------
  */
