@@ -104,6 +104,40 @@ ledger_layout_ok(Relation rel)
 }
 
 /*
+ * The ledger of schema nspid, opened to be written directly, or NULL when
+ * the direct path cannot write it: no ledger, a Citus table, or a caller
+ * the SQL path must serve.  Read-only transactions and standbys get the
+ * SQL path, which raises the errors PostgreSQL raises for any write (or for
+ * an unlogged ledger during recovery); so do REPEATABLE READ and
+ * SERIALIZABLE callers, whose snapshot the statements must use.
+ */
+static Relation
+open_ledger_for_write(Oid nspid)
+{
+	Oid			relid;
+	Relation	rel;
+
+	if (IsolationUsesXactSnapshot() || XactReadOnly || RecoveryInProgress())
+		return NULL;
+	relid = get_relname_relid(IDEM_LEDGER_NAME, nspid);
+	if (!OidIsValid(relid))
+		return NULL;
+	rel = table_open(relid, RowExclusiveLock);
+
+	/*
+	 * Asked after the lock is taken, which processes the invalidations of
+	 * a distribution committed meanwhile (Citus's shell table also carries
+	 * a trigger, but that is not what keeps the direct path off it).
+	 */
+	if (IdemCitusTable(relid))
+	{
+		table_close(rel, RowExclusiveLock);
+		return NULL;
+	}
+	return rel;
+}
+
+/*
  * Open the ledger of schema nspid for direct access, ready to insert when
  * for_insert.  Returns false, having opened nothing, when the SQL path must
  * be used instead.
@@ -111,28 +145,11 @@ ledger_layout_ok(Relation rel)
 bool
 LedgerDirectOpen(LedgerDirect *ld, Oid nspid, bool for_insert)
 {
-	Oid			relid;
-	Relation	rel;
+	Relation	rel = open_ledger_for_write(nspid);
 
-	/*
-	 * Read-only transactions and standbys get the SQL path, which raises
-	 * the errors PostgreSQL raises for any write (or for an unlogged ledger
-	 * during recovery).
-	 */
-	if (IsolationUsesXactSnapshot() || XactReadOnly || RecoveryInProgress())
+	if (rel == NULL)
 		return false;
-	relid = get_relname_relid(IDEM_LEDGER_NAME, nspid);
-	if (!OidIsValid(relid))
-		return false;
-	rel = table_open(relid, RowExclusiveLock);
-
-	/*
-	 * Asked after the lock is taken, which processes the invalidations of
-	 * a distribution committed meanwhile (Citus's shell table also carries
-	 * a trigger, but that is not what keeps this path off it).
-	 */
-	if (IdemCitusTable(relid) ||
-		rel->rd_rel->relkind != RELKIND_RELATION ||
+	if (rel->rd_rel->relkind != RELKIND_RELATION ||
 		rel->rd_rel->relam != HEAP_TABLE_AM_OID ||
 		rel->trigdesc != NULL ||
 		rel->rd_rel->relrowsecurity ||
@@ -686,7 +703,6 @@ bool
 LedgerDirectSweep(Oid nspid, TimestampTz now, int batch_size,
 				  ItemPointer cursor, bool *reached_end, uint64 *deleted)
 {
-	Oid			relid;
 	Relation	rel;
 	Snapshot	snapshot;
 	TableScanDesc scan;
@@ -696,13 +712,10 @@ LedgerDirectSweep(Oid nspid, TimestampTz now, int batch_size,
 	uint64		n = 0;
 	bool		more = true;
 
-	if (IsolationUsesXactSnapshot() || XactReadOnly || RecoveryInProgress())
+	rel = open_ledger_for_write(nspid);
+	if (rel == NULL)
 		return false;
-	relid = get_relname_relid(IDEM_LEDGER_NAME, nspid);
-	if (!OidIsValid(relid))
-		return false;
-	rel = table_open(relid, RowExclusiveLock);
-	if (IdemCitusTable(relid) || !sweep_direct_ok(rel))
+	if (!sweep_direct_ok(rel))
 	{
 		table_close(rel, RowExclusiveLock);
 		return false;
