@@ -10,8 +10,9 @@
 # For each size of SIZES, in rising order, every layer's table is grown to
 # that many live keys (copies of a row the layer made, with keys shaped like
 # the workload's: client id, '-f-', a number up to 1e12, scattered over the
-# key space so that new keys land among them; then VACUUM ANALYZE, as
-# autovacuum would leave them).  Then, for each settings profile of
+# key space so that new keys land among them; the primary key rebuilt with
+# its leaves 70% full, as random insertions leave them; then VACUUM ANALYZE,
+# as autovacuum would leave them).  Then, for each settings profile of
 # PROFILES (the server restarted with it), each layer runs the first-time
 # workload (pay_LAYER with a fresh random key: begin, insert a payment,
 # finish) for DURATION seconds with pgbench; its tps is the mean of the
@@ -104,25 +105,39 @@ for layer in "${LAYERS[@]}"; do
 done
 chmod -R a+r "$SCRIPTS"
 
-# grow LAYER FROM TO: keys FROM+1 .. TO, a million a statement
+# grow LAYER FROM TO: keys FROM+1 .. TO.  Inserting millions of random keys
+# into a B-tree one by one takes hours here, so the primary key is dropped,
+# the rows go in, and the key is built again by sorting, with its leaves
+# filled to 70%, as random insertions leave a B-tree's leaves on average
+# (a sorted build would fill them to 90%, and the first runs would split
+# them).
 grow() {
-	local layer=$1 from=$2 to=$3 db table digest lo hi
+	local layer=$1 from=$2 to=$3 db table digest
 	db=$(db_of "$layer")
 	table=$(table_of "$layer")
 	digest="'{}'::jsonb"
 	[ "$table" = idem_ledger ] && digest="jsonb_build_object('digest', idem_digest(t.scope, k.k))"
-	for ((lo = from; lo < to; lo += 1000000)); do
-		hi=$((lo + 1000000 < to ? lo + 1000000 : to))
-		psql_q -d "$db" -c "
-			INSERT INTO $table
-			SELECT r.*
-			  FROM $table t,
-			       generate_series($((lo + 1)), $hi) i,
-			       LATERAL (SELECT (i % $CLIENTS) || '-f-' ||
-			                       (i::bigint * 387420489 % 1000000000000 + 1) AS k) k,
-			       LATERAL jsonb_populate_record(t, jsonb_build_object('key', k.k) || $digest) r
-			 WHERE t.key = 'template'"
-	done
+	psql_q -d "$db" -c "
+		CREATE TEMP TABLE pk AS
+		SELECT conname, pg_get_constraintdef(c.oid) AS def
+		  FROM pg_constraint c WHERE conrelid = '$table'::regclass AND contype = 'p';
+		DO \$\$ BEGIN
+		    EXECUTE format('ALTER TABLE $table DROP CONSTRAINT %I', (SELECT conname FROM pk));
+		END \$\$;
+		INSERT INTO $table
+		SELECT r.*
+		  FROM $table t,
+		       generate_series($((from + 1)), $to) i,
+		       LATERAL (SELECT (i % $CLIENTS) || '-f-' ||
+		                       (i::bigint * 387420489 % 1000000000000 + 1) AS k) k,
+		       LATERAL jsonb_populate_record(t, jsonb_build_object('key', k.k) || $digest) r
+		 WHERE t.key = 'template';
+		SET maintenance_work_mem = '1GB';
+		DO \$\$ DECLARE n name; cols text; BEGIN
+		    SELECT conname, substring(def from '\((.*)\)') INTO n, cols FROM pk;
+		    EXECUTE format('CREATE UNIQUE INDEX %I ON $table (%s) WITH (fillfactor = 70)', n, cols);
+		    EXECUTE format('ALTER TABLE $table ADD CONSTRAINT %I PRIMARY KEY USING INDEX %I', n, n);
+		END \$\$;"
 	psql_q -d "$db" -c "VACUUM ANALYZE $table"
 }
 
