@@ -201,7 +201,7 @@ cluster_create() {
 	fsync = off
 	synchronous_commit = off
 	full_page_writes = off
-	max_connections = 50
+	max_connections = 100
 	max_worker_processes = 16
 	shared_preload_libraries = '${CLUSTER_PRELOAD:-}'
 	log_line_prefix = '%m [%p] %q%a '
