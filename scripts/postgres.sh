@@ -25,6 +25,10 @@
 #
 # Mounts made for `run` live in a private mount namespace (unshare), so they vanish
 # with the last process inside: a server started there keeps them while it runs.
+#
+# Citus is not among the packages: `bash scripts/citus.sh --root VERSION` builds it into
+# a root (and installs, there, the Debian packages its build needs); it is kept with the
+# root until the root is made afresh.
 set -euo pipefail
 
 ROOTS=${IDEM_ROOTS:-/var/cache/idempotency}
@@ -109,9 +113,16 @@ make_root() {
 build_root() {
 	local mirror
 	if ! command -v debootstrap >/dev/null 2>&1; then
-		log "installing debootstrap"
-		DEBIAN_FRONTEND=noninteractive apt-get -q -y update >/dev/null
-		DEBIAN_FRONTEND=noninteractive apt-get -q -y install --no-install-recommends debootstrap >/dev/null
+		# the roots are made side by side, and scripts/citus.sh may use apt here too:
+		# one apt-get at a time, under the lock that citus.sh takes
+		(
+			flock 8
+			command -v debootstrap >/dev/null 2>&1 && exit 0
+			log "installing debootstrap"
+			DEBIAN_FRONTEND=noninteractive apt-get -q -y -o DPkg::Lock::Timeout=600 update >/dev/null
+			DEBIAN_FRONTEND=noninteractive apt-get -q -y -o DPkg::Lock::Timeout=600 \
+				install --no-install-recommends debootstrap >/dev/null
+		) 8>/tmp/idem-apt.lock
 	fi
 	mirror=$(debian_mirror) || die "no Debian mirror found in this machine's apt sources"
 	if [ ! -x "$DIR/usr/bin/apt-get" ] || [ ! -f "$DIR/.debootstrap-done" ]; then

@@ -19,7 +19,8 @@
 # The counts are the tools' own (scripts/results.sh): pg_regress's, prove's and
 # pytest's summaries, canonical_check.py's closing line.  A tool that exits
 # non-zero, runs past its time limit or prints no summary fails its suite; a
-# suite whose tests are absent is skipped.  The last line is "N passed, M
+# suite whose tests are absent is skipped, and a TAP file that skips itself
+# (test/t/03x_citus*.pl where Citus is not installed) is named in the tap row.  The last line is "N passed, M
 # failed"; the exit status is non-zero when anything failed.
 #
 # Environment:
@@ -34,6 +35,7 @@
 #                     seconds one suite (one TAP file) may take (240 240 240 120 60 300 400):
 #                     a hung test fails its suite, not the run
 #   PG_TEST_TIMEOUT_DEFAULT   PostgreSQL::Test's wait limit (default here 90)
+#   IDEM_REQUIRE_CITUS=1      the Citus TAP files fail, not skip, without Citus (CI sets it)
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -164,6 +166,10 @@ if has 'test/t/*.pl'; then
 			for f in tmp_check/log/*; do
 				[ -f "$f" ] && { echo "----- $f"; tail -n 60 "$f"; }
 			done
+		fi
+		# a file that skipped (Citus missing) is named in the row, not lost in the log
+		if grep -qE "^${file//./\\.} \.+ skipped" "$WORK/tap.log"; then
+			tap_notes+="; skipped: ${file##*/}"
 		fi
 		stop_stray_servers
 		tap_p=$((tap_p + P)) tap_f=$((tap_f + F))

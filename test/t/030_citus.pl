@@ -10,25 +10,20 @@
 # path never writes there.
 #
 # Skipped when Citus is not installed for the server under test
-# (scripts/citus.sh builds it).
+# (scripts/citus.sh builds it); failed instead with IDEM_REQUIRE_CITUS=1, as
+# in CI.
 
 use strict;
 use warnings;
 
+use lib 'test/perl';
 use IPC::Run qw(start finish pump timer);
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use IdemCitus;
 
-my $pkglibdir = `pg_config --pkglibdir`;
-chomp $pkglibdir;
-my $sharedir = `pg_config --sharedir`;
-chomp $sharedir;
-if (!-f "$pkglibdir/citus.so" || !-f "$sharedir/extension/citus.control")
-{
-	plan skip_all =>
-	  "Citus is not installed for this server ($pkglibdir): run scripts/citus.sh";
-}
+IdemCitus::skip_unless_installed();
 
 # One node of the cluster, with Citus preloaded
 sub citus_node

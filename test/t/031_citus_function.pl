@@ -14,7 +14,8 @@
 # proves the distributed payment handler idempotent.
 #
 # Skipped when Citus is not installed for the server under test
-# (scripts/citus.sh builds it).
+# (scripts/citus.sh builds it); failed instead with IDEM_REQUIRE_CITUS=1, as
+# in CI.
 
 use strict;
 use warnings;

@@ -19,7 +19,8 @@
 # through the distributed function and through the coordinator.
 #
 # Skipped when Citus is not installed for the server under test
-# (scripts/citus.sh builds it).
+# (scripts/citus.sh builds it); failed instead with IDEM_REQUIRE_CITUS=1, as
+# in CI.
 
 use strict;
 use warnings;

@@ -6,7 +6,8 @@
 # working; idem_set_logged(true) makes them logged again, keys kept.
 #
 # Skipped when Citus is not installed for the server under test
-# (scripts/citus.sh builds it).
+# (scripts/citus.sh builds it); failed instead with IDEM_REQUIRE_CITUS=1, as
+# in CI.
 
 use strict;
 use warnings;
