@@ -24,6 +24,12 @@
 /* Length of a request fingerprint, in bytes (SHA-256, first 128 bits) */
 #define IDEM_FINGERPRINT_LEN	16
 
+/*
+ * The lock_timeout under which a begin with wait => false inserts on the SQL
+ * path: a lock wait that long means another transaction writes the key
+ */
+#define IDEM_NOWAIT_LOCK_TIMEOUT	"1ms"
+
 /* SQLSTATEs of the extension */
 #define ERRCODE_IDEM_REQUEST_MISMATCH	MAKE_SQLSTATE('I','K','0','0','1')
 #define ERRCODE_IDEM_NOT_IN_PROGRESS	MAKE_SQLSTATE('I','K','0','0','2')

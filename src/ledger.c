@@ -25,7 +25,6 @@
 
 #include "access/xact.h"
 #include "access/xlog.h"
-#include "settings.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/timestamp.h"
@@ -35,6 +34,7 @@
 #include "ledger.h"
 #include "ledger_direct.h"
 #include "ledger_sql.h"
+#include "settings.h"
 #include "stats.h"
 
 /* How often one call retries after a concurrent delete or update */
@@ -393,34 +393,34 @@ settle_sql(Oid nspid, const BeginArgs *args, bool once, TimestampTz now,
 
 		/*
 		 * A caller that will not wait inserts only where no row is, nor is
-		 * being written: the insertion would queue behind the writer.  (A
-		 * first insertion that lands between this look and ours still makes
-		 * ours wait; only on the SQL path, see the README.)
+		 * being written: the insertion would queue behind the writer.  A
+		 * first insertion that lands between this look and ours, or one
+		 * that no look can see (below), would still make ours queue: ours
+		 * gives up after a moment's lock wait instead (LedgerSqlInsertNoWait).
 		 */
 		if (!args->wait)
 		{
 			LedgerKeyState state = LedgerKeyProbe(nspid, args->scope, args->key);
-
-			if (state == KEY_BUSY)
-			{
-				s->how = SETTLED_BUSY;
-				s->has_attempt = false;
-				return;
-			}
+			bool		busy = false;
 
 			/*
 			 * On Citus the shard cannot be probed: a committed row is read
 			 * instead, and a key that has one is settled below, under a
-			 * lock that skips a row a writer holds, never by an insertion
-			 * that would queue behind that writer.  (A first insertion not
-			 * yet committed is not seen, and ours waits for it.)
+			 * lock that skips a row a writer holds.
 			 */
 			if (state == KEY_UNSEEN)
 				state = LedgerSqlFetch(args->scope, args->key, LEDGER_READ, &row) ?
 					KEY_PRESENT : KEY_ABSENT;
-			if (state == KEY_ABSENT && LedgerSqlInsert(values, nulls))
+			if (state == KEY_ABSENT &&
+				LedgerSqlInsertNoWait(values, nulls, &busy))
 			{
 				settled_started(s, 1);
+				return;
+			}
+			if (state == KEY_BUSY || (state == KEY_ABSENT && busy))
+			{
+				s->how = SETTLED_BUSY;
+				s->has_attempt = false;
 				return;
 			}
 		}

@@ -31,6 +31,7 @@
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/resowner.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
@@ -586,6 +587,125 @@ LedgerSqlInsert(Datum *values, bool *nulls)
 	if (rc != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
 	return SPI_processed == 1;
+}
+
+/*
+ * SET LOCAL statements that Citus sends on to the nodes in the transaction
+ * (and to those it joins later): Citus forwards SET LOCAL only from a
+ * transaction block, a DO block or a procedure, and a call in a single
+ * statement is none of those, hence the DO block.  The restoring one is
+ * kept for the last value restored, which is nearly always the same.
+ */
+static const char *set_lock_timeout_sql =
+"DO $$BEGIN SET LOCAL lock_timeout = %s; END$$";
+
+static struct
+{
+	SPIPlanPtr	nowait;			/* lock_timeout = IDEM_NOWAIT_LOCK_TIMEOUT */
+	SPIPlanPtr	restore;		/* lock_timeout = restore_value */
+	char	   *restore_value;	/* in TopMemoryContext */
+}			citus_set;
+
+/* A kept SET LOCAL lock_timeout to value, forwarded by Citus */
+static SPIPlanPtr
+prepare_set_lock_timeout(const char *value)
+{
+	return prepare_kept(psprintf(set_lock_timeout_sql,
+								 quote_literal_cstr(value)), 0, NULL);
+}
+
+/* Run a kept utility statement */
+static void
+execute_utility(SPIPlanPtr plan)
+{
+	int			rc = SPI_execute_plan(plan, NULL, NULL, false, 0);
+
+	if (rc < 0)
+		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
+}
+
+/*
+ * Insert like LedgerSqlInsert, but never queue behind another transaction
+ * that is writing the key: *busy is set, and nothing inserted, when the
+ * insertion would have waited.  The insertion runs in a subtransaction
+ * under a lock_timeout of IDEM_NOWAIT_LOCK_TIMEOUT, and a lock timeout
+ * (55P03) rolls it back.  On a ledger that Citus distributes the timeout
+ * is sent to the shard's node too, where the wait happens, and the
+ * caller's own value sent after it; locally the caller's value is back when
+ * this returns.  Any other error is raised as it was.
+ */
+bool
+LedgerSqlInsertNoWait(Datum *values, bool *nulls, bool *busy)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool inserted = false;
+
+	*busy = false;
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		int			level = NewGUCNestLevel();
+
+		if (plans.citus)
+		{
+			const char *value = GetConfigOption("lock_timeout", false, false);
+
+			if (citus_set.nowait == NULL)
+				citus_set.nowait = prepare_set_lock_timeout(IDEM_NOWAIT_LOCK_TIMEOUT);
+			if (citus_set.restore == NULL ||
+				strcmp(citus_set.restore_value, value) != 0)
+			{
+				if (citus_set.restore != NULL)
+				{
+					SPI_freeplan(citus_set.restore);
+					pfree(citus_set.restore_value);
+					citus_set.restore = NULL;
+				}
+				citus_set.restore_value = MemoryContextStrdup(TopMemoryContext, value);
+				citus_set.restore = prepare_set_lock_timeout(value);
+			}
+			(void) set_config_option("citus.propagate_set_commands", "local",
+									 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+									 true, 0, false);
+			/* saved first, so that leaving the nest level restores it here */
+			(void) set_config_option("lock_timeout", IDEM_NOWAIT_LOCK_TIMEOUT,
+									 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+									 true, 0, false);
+			execute_utility(citus_set.nowait);
+			inserted = LedgerSqlInsert(values, nulls);
+			execute_utility(citus_set.restore);
+		}
+		else
+		{
+			(void) set_config_option("lock_timeout", IDEM_NOWAIT_LOCK_TIMEOUT,
+									 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+									 true, 0, false);
+			inserted = LedgerSqlInsert(values, nulls);
+		}
+		AtEOXact_GUC(true, level);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
+			ReThrowError(edata);
+		FreeErrorData(edata);
+		*busy = true;
+	}
+	PG_END_TRY();
+	return inserted;
 }
 
 /*

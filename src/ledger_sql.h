@@ -34,6 +34,7 @@ extern void LedgerSqlDisconnect(int nestlevel);
 extern bool LedgerSqlFetch(text *scope, text *key, LedgerLock lock,
 						   LedgerRow *row);
 extern bool LedgerSqlInsert(Datum *values, bool *nulls);
+extern bool LedgerSqlInsertNoWait(Datum *values, bool *nulls, bool *busy);
 extern void LedgerSqlReplace(Datum *values, bool *nulls);
 extern uint64 LedgerSqlSweep(ItemPointer cursor, TimestampTz now,
 							 int batch_size);

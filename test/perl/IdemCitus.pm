@@ -5,6 +5,10 @@
 #   IdemCitus::skip_unless_installed();     (fails instead with IDEM_REQUIRE_CITUS=1)
 #   my ($coord, @workers) = IdemCitus::cluster(2, $extra_conf);
 #   my $w3 = IdemCitus::node('worker3', $extra_conf);   # then citus_add_node
+#   my $s = IdemCitus::session($node);    # one connection held open
+#   IdemCitus::query($s, $sql);           # run sql there, return its output
+#   IdemCitus::start_query($s, $sql); ...; IdemCitus::collect($s);   # the same, split
+#   IdemCitus::close_session($s);
 #
 # Every node preloads Citus and runs with wal_level = logical, which shard
 # moves (the rebalancer) need.  The ledger and the extension are left to
@@ -15,6 +19,7 @@ package IdemCitus;
 use strict;
 use warnings;
 
+use IPC::Run qw(start finish pump timer);
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -82,6 +87,54 @@ sub cluster
 	my @workers = map { node("worker$_", $extra) } 1 .. $n;
 	add_worker($coord, $_) for @workers;
 	return ($coord, @workers);
+}
+
+# A psql session held open on node, fed statement by statement (unaligned,
+# tuples only, errors in the output)
+sub session
+{
+	my ($node) = @_;
+	my %s = (in => '', out => '', timer => timer($PostgreSQL::Test::Utils::timeout_default));
+	$s{h} = start([ 'psql', '-X', '-A', '-t', '-q', '-d', $node->connstr('postgres') ],
+		'<', \$s{in}, '>', \$s{out}, '2>', \$s{out}, $s{timer});
+	return \%s;
+}
+
+# Send sql to a session without waiting for it to end
+sub start_query
+{
+	my ($s, $sql) = @_;
+	$s->{marker} = 'done-' . int(rand(1e9));
+	$s->{out} = '';
+	$s->{in} .= "$sql;\nSELECT '$s->{marker}';\n";
+	$s->{h}->pump_nb while length $s->{in};
+	return;
+}
+
+# Wait for what start_query sent to end, and return what it printed
+sub collect
+{
+	my ($s) = @_;
+	my $marker = $s->{marker};
+	pump($s->{h}) until $s->{out} =~ /$marker/;
+	$s->{out} =~ s/\n?$marker\n?//;
+	return $s->{out};
+}
+
+# Run sql in a session and return what it printed
+sub query
+{
+	my ($s, $sql) = @_;
+	start_query($s, $sql);
+	return collect($s);
+}
+
+sub close_session
+{
+	my ($s) = @_;
+	$s->{in} .= "\\q\n";
+	finish($s->{h});
+	return;
 }
 
 1;
