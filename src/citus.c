@@ -43,6 +43,11 @@
 /* pg_dist_partition.partkey, its distribution column as a Var node (text) */
 #define Anum_dist_partition_partkey 3
 
+/* pg_dist_local_group.groupid, this node's group */
+#define Anum_dist_local_group_groupid 1
+/* the group of the coordinator */
+#define COORDINATOR_GROUP_ID 0
+
 /* The last answer: whether relid is a Citus table */
 static struct
 {
@@ -145,6 +150,41 @@ IdemCitusTable(Oid relid)
 	cached.is_citus = OidIsValid(get_extension_oid("citus", true)) &&
 		lookup_dist_partition(relid, NULL);
 	return cached.is_citus;
+}
+
+/*
+ * True when this node is a Citus worker, not the coordinator: its group in
+ * pg_dist_local_group, the one-row catalog Citus keeps on every node, is
+ * not the coordinator's group 0.  False where Citus is absent.
+ */
+bool
+IdemCitusWorkerNode(void)
+{
+	Oid			catalog;
+	Relation	rel;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	bool		worker = false;
+
+	if (!citus_loaded() || !OidIsValid(get_extension_oid("citus", true)))
+		return false;
+	catalog = get_relname_relid("pg_dist_local_group", PG_CATALOG_NAMESPACE);
+	if (!OidIsValid(catalog))
+		return false;
+	rel = table_open(catalog, AccessShareLock);
+	scan = systable_beginscan(rel, InvalidOid, false, NULL, 0, NULL);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tup, Anum_dist_local_group_groupid,
+									 RelationGetDescr(rel), &isnull);
+
+		worker = !isnull && DatumGetInt32(d) != COORDINATOR_GROUP_ID;
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return worker;
 }
 
 /*

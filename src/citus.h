@@ -16,5 +16,6 @@
 
 extern bool IdemCitusTable(Oid relid);
 extern AttrNumber IdemCitusDistributionColumn(Oid relid);
+extern bool IdemCitusWorkerNode(void);
 
 #endif							/* IDEM_CITUS_H */

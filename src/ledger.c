@@ -773,6 +773,18 @@ LedgerSweepBatch(Oid nspid, int batch_size, ItemPointer cursor,
 	return deleted;
 }
 
+/*
+ * True when another node sweeps the ledger: it is a Citus table and this
+ * node a worker, whose statements on it Citus would send to every shard,
+ * as the coordinator's do.  So the coordinator alone sweeps.
+ */
+bool
+LedgerSweptByCoordinator(Oid nspid)
+{
+	return IdemCitusTable(get_relname_relid(IDEM_LEDGER_NAME, nspid)) &&
+		IdemCitusWorkerNode();
+}
+
 /* Number of rows that have expired and wait for the sweeper */
 int64
 LedgerCountExpired(Oid nspid)

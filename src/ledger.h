@@ -68,6 +68,7 @@ extern void LedgerRelease(Oid nspid, text *scope, text *key,
 						  bool has_attempt, int32 attempt);
 extern uint64 LedgerSweepBatch(Oid nspid, int batch_size, ItemPointer cursor,
 							   bool *reached_end);
+extern bool LedgerSweptByCoordinator(Oid nspid);
 extern int64 LedgerCountExpired(Oid nspid);
 extern void LedgerSetLogged(Oid nspid, bool logged);
 

@@ -251,7 +251,8 @@ SweepBoardBatchDone(SweepSlot *slot, int64 removed)
 
 /* A pass reached the end of the ledger: publish it, and forget past failures */
 void
-SweepBoardPassDone(SweepSlot *slot, int64 removed, int64 longest_batch_us)
+SweepBoardPassDone(SweepSlot *slot, int64 removed, int64 longest_batch_us,
+				   bool by_coordinator)
 {
 	if (slot == NULL)
 		return;
@@ -259,6 +260,7 @@ SweepBoardPassDone(SweepSlot *slot, int64 removed, int64 longest_batch_us)
 	slot->pass_finished = GetCurrentTimestamp();
 	slot->removed_last_pass = removed;
 	slot->longest_batch_us = longest_batch_us;
+	slot->by_coordinator = by_coordinator;
 	slot->failures = 0;
 	slot->last_error[0] = '\0';
 	LWLockRelease(&board->lock);

@@ -55,6 +55,8 @@ typedef struct SweepSlot
 	int64		removed_last_pass;	/* keys removed by the last completed pass */
 	int64		removed_total;	/* keys removed since the server started */
 	int64		longest_batch_us;	/* longest batch of the last completed pass */
+	bool		by_coordinator; /* the last pass left the ledger to the Citus
+								 * coordinator's sweeper */
 	char		last_error[SWEEP_BOARD_ERROR_LEN];	/* of the last failure */
 } SweepSlot;
 
@@ -67,7 +69,7 @@ extern SweepSlot *SweepBoardClaim(Oid dboid, bool *taken);
 extern void SweepBoardPassStarted(SweepSlot *slot, TimestampTz started);
 extern void SweepBoardBatchDone(SweepSlot *slot, int64 removed);
 extern void SweepBoardPassDone(SweepSlot *slot, int64 removed,
-							   int64 longest_batch_us);
+							   int64 longest_batch_us, bool by_coordinator);
 extern bool SweepBoardFailureIsNew(SweepSlot *slot, const char *message);
 extern void SweepBoardPassFailed(SweepSlot *slot, const char *message);
 extern void SweepBoardPassOver(SweepSlot *slot);

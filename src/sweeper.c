@@ -240,11 +240,13 @@ sweeper_take_cancel(void)
 
 /*
  * Delete one batch in a transaction of its own.  Returns false when the
- * extension is gone or busy, with *end saying which.
+ * extension is gone or busy, with *end saying which.  On a Citus worker
+ * whose ledger is distributed, deletes nothing and sets *by_coordinator:
+ * the coordinator's sweeper sweeps every shard.
  */
 static bool
 sweep_batch(ItemPointer cursor, bool *reached_end, uint64 *removed,
-			PassEnd *end)
+			bool *by_coordinator, PassEnd *end)
 {
 	Oid			nspid;
 	bool		busy;
@@ -255,8 +257,17 @@ sweep_batch(ItemPointer cursor, bool *reached_end, uint64 *removed,
 
 	nspid = lock_extension_schema(&busy);
 	if (OidIsValid(nspid))
-		*removed = LedgerSweepBatch(nspid, IdemSweepBatchSize, cursor,
-									reached_end);
+	{
+		*by_coordinator = LedgerSweptByCoordinator(nspid);
+		if (*by_coordinator)
+		{
+			*removed = 0;
+			*reached_end = true;
+		}
+		else
+			*removed = LedgerSweepBatch(nspid, IdemSweepBatchSize, cursor,
+										reached_end);
+	}
 
 	PopActiveSnapshot();
 	CommitTransactionCommand();
@@ -439,6 +450,7 @@ sweep_pass(void)
 	volatile PassEnd end = PASS_DONE;
 	volatile int64 removed = 0;
 	volatile int64 longest_us = 0;
+	volatile bool by_coordinator = false;
 	ErrorContextCallback errcallback;
 
 	MemoryContextReset(sweeper.pass_context);
@@ -483,10 +495,12 @@ sweep_pass(void)
 		{
 			PassEnd		batch_end = PASS_DONE;
 			bool		at_end = false;
+			bool		elsewhere = false;
 			uint64		n = 0;
 
-			go_on = sweep_batch(&cursor, &at_end, &n, &batch_end);
+			go_on = sweep_batch(&cursor, &at_end, &n, &elsewhere, &batch_end);
 			reached_end = at_end;
+			by_coordinator = elsewhere;
 			batch_removed = n;
 			if (!go_on)
 				end = batch_end;
@@ -525,7 +539,7 @@ sweep_pass(void)
 
 	/* The deletions are over: publish the pass */
 	if (end == PASS_DONE)
-		SweepBoardPassDone(sweeper.slot, removed, longest_us);
+		SweepBoardPassDone(sweeper.slot, removed, longest_us, by_coordinator);
 
 	/* Then vacuum the ledger, if the pass left much to vacuum */
 	if (end == PASS_DONE && removed > 0)

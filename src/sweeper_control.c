@@ -297,6 +297,8 @@ sweeper_state(const SweepSlot *s, bool alive)
 		return "sweeping";
 	if (s->failures > 0)
 		return "failing";
+	if (s->by_coordinator)
+		return "by_coordinator";
 	/* With a launcher a database is idle between passes, with no sweeper */
 	if (alive || IdemPreloaded)
 		return "idle";

@@ -102,35 +102,12 @@ sub race
 	return @outcomes;
 }
 
-# A session that stays open across the distribution: it must notice that
-# the ledger it looked at before became a Citus table
-sub long_session
-{
-	my %s = (in => '', out => '', timer => timer($PostgreSQL::Test::Utils::timeout_default));
-	$s{h} = start(
-		[ 'psql', '-X', '-A', '-t', '-q', '-d', $coord->connstr('postgres') ],
-		'<', \$s{in}, '>', \$s{out}, '2>', \$s{out}, $s{timer});
-	return \%s;
-}
-
-# Run sql in a long session and return what it printed
-sub long_query
-{
-	my ($s, $sql) = @_;
-	my $marker = 'done-' . int(rand(1e9));
-	$s->{out} = '';
-	$s->{in} .= "$sql;\nSELECT '$marker';\n";
-	pump($s->{h}) until $s->{out} =~ /$marker/;
-	$s->{out} =~ s/\n?$marker\n?//;
-	return $s->{out};
-}
-
 for my $by ('key', 'scope')
 {
 	# Before: the session's calls use the local ledger (a finish that finds
 	# nothing writes nothing)
-	my $long = long_session();
-	like(long_query($long, "SELECT idem_finish('$by-nothing')"), qr/IK002|no attempt/,
+	my $long = IdemCitus::session($coord);
+	like(IdemCitus::query($long, "SELECT idem_finish('$by-nothing')"), qr/IK002|no attempt/,
 		"by $by: a session looks at the local ledger first");
 
 	if ($by eq 'scope')
@@ -208,7 +185,7 @@ for my $by ('key', 'scope')
 	}
 
 	# the session opened before the distribution now reaches the shards
-	is(long_query($long,
+	is(IdemCitus::query($long,
 			"BEGIN; SELECT outcome FROM idem_begin('$by-long');"
 			  . " SELECT outcome FROM idem_finish('$by-long', '1'); COMMIT;"
 			  . " SELECT outcome FROM idem_begin('$by-long');"),
@@ -220,8 +197,7 @@ for my $by ('key', 'scope')
 		'1', "by $by: its key is in a shard");
 	is($coord->safe_psql('postgres', $shell_size), '0',
 		"by $by: and not in the coordinator's shell");
-	$long->{in} .= "\\q\n";
-	finish($long->{h});
+	IdemCitus::close_session($long);
 
 	# IK001
 	my ($out, $err) = coord_psql(

@@ -109,35 +109,6 @@ sub coord_psql
 	return ($out, $err);
 }
 
-# A session held open, fed statement by statement
-sub session
-{
-	my ($node) = @_;
-	my %s = (in => '', out => '', timer => timer($PostgreSQL::Test::Utils::timeout_default));
-	$s{h} = start([ 'psql', '-X', '-A', '-t', '-q', '-d', $node->connstr('postgres') ],
-		'<', \$s{in}, '>', \$s{out}, '2>', \$s{out}, $s{timer});
-	return \%s;
-}
-
-sub query
-{
-	my ($s, $sql) = @_;
-	my $marker = 'done-' . int(rand(1e9));
-	$s->{out} = '';
-	$s->{in} .= "$sql;\nSELECT '$marker';\n";
-	pump($s->{h}) until $s->{out} =~ /$marker/;
-	$s->{out} =~ s/\n?$marker\n?//;
-	return $s->{out};
-}
-
-sub close_session
-{
-	my ($s) = @_;
-	$s->{in} .= "\\q\n";
-	finish($s->{h});
-	return;
-}
-
 # --------------------------------------------------- the calls run on the shard
 
 my %ran_on;
@@ -193,15 +164,15 @@ is($coord->safe_psql('postgres', q{SELECT outcome, attempt FROM h_begin('f-3')})
 
 # wait => false on a key whose row an open transaction holds
 $coord->safe_psql('postgres', q{SELECT h_begin('f-4'); SELECT h_fail('f-4')});
-my $holder = session($coord);
-is(query($holder, "BEGIN; SELECT outcome, attempt FROM idem_begin('f-4')"),
+my $holder = IdemCitus::session($coord);
+is(IdemCitus::query($holder, "BEGIN; SELECT outcome, attempt FROM idem_begin('f-4')"),
 	'started|2', 'an open transaction takes a released key over');
 is($coord->safe_psql('postgres', q{SELECT outcome FROM h_begin('f-4', w => false)}),
 	'in_progress', 'wait => false in a distributed function answers at once: in_progress');
 is($coord->safe_psql('postgres', q{SELECT outcome FROM idem_begin('f-4', wait => false)}),
 	'in_progress', 'and so does wait => false through the coordinator');
-query($holder, 'ROLLBACK');
-close_session($holder);
+IdemCitus::query($holder, 'ROLLBACK');
+IdemCitus::close_session($holder);
 is($coord->safe_psql('postgres', q{SELECT outcome, attempt FROM h_begin('f-4', w => false)}),
 	'started|2', 'and starts once the holder rolled back');
 
@@ -214,16 +185,16 @@ is($coord->safe_psql('postgres', q{SELECT h_once('f-once')}), 'f', 'and false af
 # An attempt begun on one node and retried on another: the other node
 # cannot see the first one's sessions, so it must not take the attempt over
 # while the lease runs (owner liveness is on by default here)
-my $owner = session($coord);
-is(query($owner, q{SELECT outcome FROM idem_begin('own-1', lease => '1 hour')}),
+my $owner = IdemCitus::session($coord);
+is(IdemCitus::query($owner, q{SELECT outcome FROM idem_begin('own-1', lease => '1 hour')}),
 	'started', 'a session on the coordinator begins an attempt and stays');
 is($coord->safe_psql('postgres', q{SELECT outcome, attempt FROM h_begin('own-1')}),
 	'in_progress|1', 'a retry on the shard\'s worker is held, not taken over');
 is($coord->safe_psql('postgres', q{SELECT outcome, attempt FROM h_begin('own-2', lease => '1 hour')}),
 	'started|1', 'an attempt begun in a distributed function');
-is(query($owner, q{SELECT outcome, attempt FROM idem_begin('own-2')}),
+is(IdemCitus::query($owner, q{SELECT outcome, attempt FROM idem_begin('own-2')}),
 	'in_progress|1', 'a retry on the coordinator is held, not taken over');
-close_session($owner);
+IdemCitus::close_session($owner);
 is($coord->safe_psql('postgres',
 		q{SELECT count(*) FROM idem_ledger WHERE key LIKE 'own-%' AND owner IS NOT NULL}),
 	'0', 'no owner is recorded on a distributed ledger');
