@@ -29,9 +29,12 @@
 #   buffers    shared_buffers = BUFFERS (default 4GB): the ledger's index fits
 #   walcomp    wal_compression = lz4: smaller full-page images after a checkpoint
 #   both       buffers and walcomp
+#   async      synchronous_commit = off: no commit waits for its WAL flush,
+#              so what the B-tree costs is not hidden behind that wait
 #
 # Output: per profile and layer, the tps at each size and its ratio to the
-# first size's; the table sizes; a chart (CHART, default
+# first size's; per run, the checkpoints it went through and its WAL bytes
+# per transaction (full-page images show there); the table sizes; a chart (CHART, default
 # bench/live_keys.png; empty: none) of the ratios against live keys, one line
 # per layer and profile, drawn with gnuplot when it is installed.
 #
@@ -70,8 +73,9 @@ profile_conf() {
 	buffers) echo "shared_buffers = '$BUFFERS'" ;;
 	walcomp) echo "wal_compression = lz4" ;;
 	both) printf "shared_buffers = '%s'\nwal_compression = lz4\n" "$BUFFERS" ;;
+	async) echo "synchronous_commit = off" ;;
 	*)
-		echo "bench: unknown profile '$1' (default, buffers, walcomp, both)" >&2
+		echo "bench: unknown profile '$1' (default, buffers, walcomp, both, async)" >&2
 		exit 2
 		;;
 	esac
@@ -141,9 +145,22 @@ grow() {
 	psql_q -d "$db" -c "VACUUM ANALYZE $table"
 }
 
-# run LAYER -> prints the mean tps after WARMUP seconds
+# Checkpoints the server has made, and its WAL position, tab-separated
+# (checkpoint counts moved to pg_stat_checkpointer in PostgreSQL 17)
+server_marks() {
+	if [ "$(psql_v -d postgres -c "SHOW server_version_num")" -ge 170000 ]; then
+		psql_v -d postgres -c "SELECT num_timed + num_requested || E'\t' || pg_current_wal_lsn()
+		                         FROM pg_stat_checkpointer"
+	else
+		psql_v -d postgres -c "SELECT checkpoints_timed + checkpoints_req || E'\t' || pg_current_wal_lsn()
+		                         FROM pg_stat_bgwriter"
+	fi
+}
+
+# run LAYER -> prints the mean tps after WARMUP seconds, the checkpoints
+# during the run and its WAL bytes per transaction, tab-separated
 run() {
-	local layer=$1 db table since log
+	local layer=$1 db table since log before after txns
 	db=$(db_of "$layer")
 	table=$(table_of "$layer")
 	log=$WORK/run.log
@@ -151,18 +168,27 @@ run() {
 	psql_q -d "$db" -c "SELECT count(pg_prewarm(indexrelid)) FROM pg_index
 	                     WHERE indrelid = '$table'::regclass" >/dev/null
 	since=$(psql_v -d "$db" -c "SELECT clock_timestamp()")
+	before=$(server_marks)
 	cluster_as_user pgbench -n -M prepared -c "$CLIENTS" -j "$CLIENTS" -T "$DURATION" -P 5 \
 		-f "$SCRIPTS/first_$layer.sql" "$db" >"$log" 2>&1 || {
 		cat "$log" >&2
 		echo "bench: pgbench failed on $layer" >&2
 		exit 1
 	}
+	after=$(server_marks)
+	txns=$(awk '/number of transactions actually processed/ { print $NF }' "$log")
+	txns=${txns%%/*}
 	# put the table back to its size
 	psql_q -d "$db" -c "DELETE FROM $table WHERE created_at >= '$since'"
 	psql_q -d "$db" -c "TRUNCATE bench_payments"
 	psql_q -d "$db" -c "VACUUM $table"
 	awk -v w="$WARMUP" '/^progress: / { t = $2 + 0; if (t > w) { s += $4; n++ } }
-		END { if (n) printf "%.1f\n", s / n; else print 0 }' "$log"
+		END { if (n) printf "%.1f", s / n; else printf "0" }' "$log"
+	local ckpt0 lsn0 ckpt1 lsn1
+	IFS=$'\t' read -r ckpt0 lsn0 <<<"$before"
+	IFS=$'\t' read -r ckpt1 lsn1 <<<"$after"
+	psql_v -d postgres -c "SELECT E'\t' || $ckpt1 - $ckpt0 || E'\t' ||
+		round(pg_wal_lsn_diff('$lsn1', '$lsn0') / greatest(${txns:-0}, 1))"
 }
 
 RESULTS=$WORK/results.tsv
@@ -183,9 +209,10 @@ for size in $SIZES; do
 	for profile in $PROFILES; do
 		start_with "$profile"
 		for layer in "${LAYERS[@]}"; do
-			tps=$(run "$layer")
-			printf '%s\t%s\t%s\t%s\n' "$profile" "$size" "$layer" "$tps" >>"$RESULTS"
-			printf 'bench: %-8s %9s keys  %-13s %9.1f tps\n' "$profile" "$size" "$layer" "$tps"
+			IFS=$'\t' read -r tps ckpts walb < <(run "$layer")
+			printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$profile" "$size" "$layer" "$tps" "$ckpts" "$walb" >>"$RESULTS"
+			printf 'bench: %-8s %9s keys  %-13s %9.1f tps  %2s checkpoints  %6s WAL bytes/txn\n' \
+				"$profile" "$size" "$layer" "$tps" "$ckpts" "$walb"
 		done
 	done
 done
@@ -194,9 +221,11 @@ done
 import sys
 results, sizes_tsv, dat = sys.argv[1:4]
 tps = {}
+marks = {}
 for line in open(results):
-    profile, size, layer, t = line.rstrip("\n").split("\t")
+    profile, size, layer, t, ckpts, walb = line.rstrip("\n").split("\t")
     tps[(profile, layer, int(size))] = float(t)
+    marks[(profile, layer, int(size))] = (ckpts, walb)
 sizes = sorted({k[2] for k in tps})
 profiles = list(dict.fromkeys(k[0] for k in tps))
 layers = list(dict.fromkeys(k[1] for k in tps))
@@ -212,6 +241,12 @@ with open(dat, "w") as out:
                   " | ".join(f"{tps[(p, l, s)] / base:.2f}" for s in sizes[1:]) + " |")
             for s in sizes:
                 out.write(f"{p}\t{l}\t{s}\t{tps[(p, l, s)] / base:.3f}\n")
+print()
+print("| profile | layer | " + " | ".join(f"{s:,}: checkpoints, WAL bytes/txn" for s in sizes) + " |")
+print("|---|---|" + "---:|" * len(sizes))
+for p in profiles:
+    for l in layers:
+        print(f"| {p} | {l} | " + " | ".join("%s, %s" % marks[(p, l, s)] for s in sizes) + " |")
 print()
 print("| live keys | layer | heap MB | index MB | bytes per key |")
 print("|---:|---|---:|---:|---:|")
