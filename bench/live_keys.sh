@@ -38,8 +38,8 @@
 # bench/live_keys.png; empty: none) of the ratios against live keys, one line
 # per layer and profile, drawn with gnuplot when it is installed.
 #
-# Environment: SIZES ("100000 1000000 10000000"; 30000000 needs some 25 GB of
-# disk and an hour to fill), PROFILES ("default both"), DURATION (120),
+# Environment: SIZES ("100000 1000000 10000000"; 30000000 needs some 20 GB of
+# disk and 10 minutes to fill here), PROFILES ("default both"), DURATION (120),
 # WARMUP (20), CLIENTS (2), BUFFERS (4GB), CHART.
 set -euo pipefail
 
