@@ -625,6 +625,29 @@ execute_utility(SPIPlanPtr plan)
 }
 
 /*
+ * Make sure citus_set holds both statements, the restoring one for the
+ * caller's lock_timeout as it is now
+ */
+static void
+citus_set_prepare(void)
+{
+	const char *value = GetConfigOption("lock_timeout", false, false);
+
+	if (citus_set.nowait == NULL)
+		citus_set.nowait = prepare_set_lock_timeout(IDEM_NOWAIT_LOCK_TIMEOUT);
+	if (citus_set.restore != NULL && strcmp(citus_set.restore_value, value) == 0)
+		return;
+	if (citus_set.restore != NULL)
+	{
+		SPI_freeplan(citus_set.restore);
+		pfree(citus_set.restore_value);
+		citus_set.restore = NULL;
+	}
+	citus_set.restore_value = MemoryContextStrdup(TopMemoryContext, value);
+	citus_set.restore = prepare_set_lock_timeout(value);
+}
+
+/*
  * Insert like LedgerSqlInsert, but never queue behind another transaction
  * that is writing the key: *busy is set, and nothing inserted, when the
  * insertion would have waited.  The insertion runs in a subtransaction
@@ -649,41 +672,21 @@ LedgerSqlInsertNoWait(Datum *values, bool *nulls, bool *busy)
 		int			level = NewGUCNestLevel();
 
 		if (plans.citus)
+			citus_set_prepare();
+		/* saved at this level, so that leaving it restores the caller's */
+		(void) set_config_option("lock_timeout", IDEM_NOWAIT_LOCK_TIMEOUT,
+								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+								 true, 0, false);
+		if (plans.citus)
 		{
-			const char *value = GetConfigOption("lock_timeout", false, false);
-
-			if (citus_set.nowait == NULL)
-				citus_set.nowait = prepare_set_lock_timeout(IDEM_NOWAIT_LOCK_TIMEOUT);
-			if (citus_set.restore == NULL ||
-				strcmp(citus_set.restore_value, value) != 0)
-			{
-				if (citus_set.restore != NULL)
-				{
-					SPI_freeplan(citus_set.restore);
-					pfree(citus_set.restore_value);
-					citus_set.restore = NULL;
-				}
-				citus_set.restore_value = MemoryContextStrdup(TopMemoryContext, value);
-				citus_set.restore = prepare_set_lock_timeout(value);
-			}
 			(void) set_config_option("citus.propagate_set_commands", "local",
 									 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
 									 true, 0, false);
-			/* saved first, so that leaving the nest level restores it here */
-			(void) set_config_option("lock_timeout", IDEM_NOWAIT_LOCK_TIMEOUT,
-									 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
-									 true, 0, false);
 			execute_utility(citus_set.nowait);
-			inserted = LedgerSqlInsert(values, nulls);
+		}
+		inserted = LedgerSqlInsert(values, nulls);
+		if (plans.citus)
 			execute_utility(citus_set.restore);
-		}
-		else
-		{
-			(void) set_config_option("lock_timeout", IDEM_NOWAIT_LOCK_TIMEOUT,
-									 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
-									 true, 0, false);
-			inserted = LedgerSqlInsert(values, nulls);
-		}
 		AtEOXact_GUC(true, level);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
