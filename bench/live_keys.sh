@@ -3,24 +3,33 @@
 #
 # Usage: bash bench/live_keys.sh
 #
-# Three layers, each in a database of its own on one throwaway server:
+# Layers (LAYERS), each with a database of its own per size on one
+# throwaway server:
 #   hand          the hand-rolled PL/pgSQL table (hand_keys of bench/layers.sql)
 #   ext           this extension, logged ledger
 #   ext_unlogged  this extension, UNLOGGED ledger
-# For each size of SIZES, in rising order, every layer's table is grown to
-# that many live keys (copies of a row the layer made, with keys shaped like
-# the workload's: client id, '-f-', a number up to 1e12, scattered over the
-# key space so that new keys land among them; the primary key rebuilt with
-# its leaves 70% full, as random insertions leave them; then VACUUM ANALYZE,
-# as autovacuum would leave them).  Then, for each settings profile of
-# PROFILES (the server restarted with it), each layer runs the first-time
-# workload (pay_LAYER with a fresh random key: begin, insert a payment,
-# finish) for DURATION seconds with pgbench; its tps is the mean of the
-# progress reports after the first WARMUP seconds, and the keys and
-# payments the run added are deleted and vacuumed away afterwards, so that
-# the next run starts at the same size.  Nothing checkpoints before a run:
-# the runs go through the checkpoints the settings bring (with the defaults,
-# one at least every max_wal_size = 1 GB of WAL), as production does.
+# with random (version 4) UUID keys, or, with the suffix _v7 (hand_v7,
+# ext_v7, ext_unlogged_v7), UUIDv7 keys: a millisecond timestamp first, so
+# that each key sorts after the ones before it.
+# For each size of SIZES, every layer's database is grown to that many live
+# keys (copies of a row the layer made, with keys of the layer's shape: for
+# UUIDv7, timestamps 2 ms apart ending now, as 500 requests a second leave
+# them; the primary key rebuilt with its leaves 70% full, as random
+# insertions leave a B-tree's leaves, or 90% where the keys arrive in order;
+# then VACUUM ANALYZE, as autovacuum would leave them).  A size's database
+# starts as a copy of the size before it.  Then, for each settings profile
+# of PROFILES (the server restarted with it), ROUNDS rounds: in each, every
+# layer runs the first-time workload (pay_LAYER with a fresh key: begin,
+# insert a payment, finish) at every size, one after the other, for
+# DURATION seconds each with pgbench, the sizes in rising order in odd
+# rounds and in falling order in even ones, so that a drift of the machine
+# during a round weighs on both ends alike.  A run's tps is the mean of its
+# progress reports after the first WARMUP seconds; the keys and payments it
+# added are deleted and vacuumed away afterwards, so that every run of a
+# point starts at the same size.  Nothing checkpoints before a run: the
+# runs go through the checkpoints the settings bring (with the defaults,
+# one at least every checkpoint_timeout = 5 min, sooner when the WAL since
+# the last one nears max_wal_size = 1 GB), as production does.
 #
 # Profiles (each on top of PostgreSQL's defaults: fsync, synchronous_commit
 # and full_page_writes on, shared_buffers 128MB, max_wal_size 1GB,
@@ -32,19 +41,24 @@
 #   async      synchronous_commit = off: no commit waits for its WAL flush,
 #              so what the B-tree costs is not hidden behind that wait
 #
-# Output: per profile and layer, the tps at each size and its ratio to the
-# first size's; per run, the checkpoints it went through and its WAL bytes
-# per transaction (full-page images show there); the table sizes; a chart (CHART, default
-# bench/live_keys.png; empty: none) of the ratios against live keys, one line
-# per layer and profile, drawn with gnuplot when it is installed.
+# Output: per profile and layer, the mean tps at each size over the rounds
+# and its ratio to the first size's (the mean of each round's own ratio,
+# with the lowest and highest when there are several rounds); per point,
+# the checkpoints its runs went through and their WAL bytes per transaction
+# (full-page images show there); the table sizes; a chart (CHART, default
+# bench/live_keys.png; empty: none) of the ratios against live keys, one
+# line per layer and profile, drawn with gnuplot when it is installed.
 #
-# Environment: SIZES ("100000 1000000 10000000"; 30000000 needs some 20 GB of
-# disk and 10 minutes to fill here), PROFILES ("default both"), DURATION (120),
+# Environment: SIZES ("100000 1000000 10000000"; 30000000 needs some 7 GB
+# of disk per layer, more than that size's own), LAYERS ("hand ext
+# ext_unlogged"), PROFILES ("default both"), ROUNDS (1), DURATION (120),
 # WARMUP (20), CLIENTS (2), BUFFERS (4GB), CHART.
 set -euo pipefail
 
 SIZES=${SIZES:-100000 1000000 10000000}
+LAYERS=${LAYERS:-hand ext ext_unlogged}
 PROFILES=${PROFILES:-default both}
+ROUNDS=${ROUNDS:-1}
 DURATION=${DURATION:-120}
 WARMUP=${WARMUP:-20}
 CLIENTS=${CLIENTS:-2}
@@ -54,7 +68,16 @@ BUFFERS=${BUFFERS:-4GB}
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 CHART=${CHART-$ROOT/bench/live_keys.png}
 
-LAYERS=(hand ext ext_unlogged)
+read -r -a LAYER_LIST <<<"$LAYERS"
+for layer in "${LAYER_LIST[@]}"; do
+	case ${layer%_v7} in
+	hand | ext | ext_unlogged) ;;
+	*)
+		echo "bench: unknown layer '$layer' (hand, ext, ext_unlogged, each with or without _v7)" >&2
+		exit 2
+		;;
+	esac
+done
 
 bench_server live
 # PostgreSQL's defaults back where the throwaway cluster changes them, then
@@ -90,37 +113,59 @@ start_with() {
 
 start_with default
 
-db_of() { echo "live_$1"; }
-table_of() { case $1 in hand) echo hand_keys ;; *) echo idem_ledger ;; esac; }
-fn_of() { case $1 in hand) echo hand ;; *) echo ext ;; esac; }
+db_of() { echo "live_$1_$2"; }
+table_of() { case ${1%_v7} in hand) echo hand_keys ;; *) echo idem_ledger ;; esac; }
+fn_of() { case ${1%_v7} in hand) echo hand ;; *) echo ext ;; esac; }
+# the key a run makes, in SQL
+key_of() { case $1 in *_v7) echo "bench_uuidv7()::text" ;; *) echo "gen_random_uuid()::text" ;; esac; }
+
+# A UUIDv7 (RFC 9562) in SQL: the Unix time in milliseconds in the first 48
+# bits, version 7, random bits after (PostgreSQL 18 has uuidv7() built in)
+UUIDV7_SQL="CREATE FUNCTION bench_uuidv7(at timestamptz DEFAULT clock_timestamp()) RETURNS uuid
+LANGUAGE sql VOLATILE AS \$\$
+    SELECT encode(set_bit(set_bit(overlay(uuid_send(gen_random_uuid())
+                  PLACING substring(int8send(floor(extract(epoch FROM at) * 1000)::bigint) FROM 3)
+                  FROM 1 FOR 6), 52, 1), 53, 1), 'hex')::uuid
+\$\$"
 
 SCRIPTS=$WORK/scripts
 mkdir -p "$SCRIPTS"
-for layer in "${LAYERS[@]}"; do
-	db=$(db_of "$layer")
-	psql_q -d postgres -c "CREATE DATABASE $db"
-	psql_q -d "$db" -f "$WORK/tree/bench/layers.sql" >/dev/null
-	psql_q -d "$db" -c "CREATE EXTENSION pg_prewarm"
-	[ "$layer" = ext_unlogged ] && psql_q -d "$db" -c "SELECT idem_set_logged(false)" >/dev/null
-	# the row every copy is made from
-	psql_q -d "$db" -c "SELECT pay_$(fn_of "$layer")('template', 100)" >/dev/null
-	printf '\\set k random(1, 1000000000000)\nSELECT pay_%s(:client_id || %s || :k, 100);\n' \
-		"$(fn_of "$layer")" "'-f-'" >"$SCRIPTS/first_$layer.sql"
+for layer in "${LAYER_LIST[@]}"; do
+	printf 'SELECT pay_%s(%s, 100);\n' "$(fn_of "$layer")" "$(key_of "$layer")" >"$SCRIPTS/first_$layer.sql"
 done
 chmod -R a+r "$SCRIPTS"
 
-# grow LAYER FROM TO: keys FROM+1 .. TO.  Inserting millions of random keys
-# into a B-tree one by one takes hours here, so the primary key is dropped,
-# the rows go in, and the key is built again by sorting, with its leaves
-# filled to 70%, as random insertions leave a B-tree's leaves on average
-# (a sorted build would fill them to 90%, and the first runs would split
-# them).
+# grow LAYER SIZE: makes LAYER's database for SIZE live keys, a copy of the
+# one for the size before (PREV, empty for the first) grown by the keys it
+# lacks.  Inserting millions of random keys into a B-tree one by one takes
+# hours here, so the primary key is dropped, the rows go in, and the key is
+# built again by sorting, with its leaves filled to 70%, as random
+# insertions leave a B-tree's leaves on average (a sorted build would fill
+# them to 90%, and the first runs would split them); a hand-rolled table
+# with UUIDv7 keys, whose insertions all go to the right-most leaf, to 90%.
 grow() {
-	local layer=$1 from=$2 to=$3 db table digest
-	db=$(db_of "$layer")
+	local layer=$1 size=$2 prev=$3 db table digest from fill key
+	db=$(db_of "$layer" "$size")
 	table=$(table_of "$layer")
+	if [ -z "$prev" ]; then
+		psql_q -d postgres -c "CREATE DATABASE $db"
+		psql_q -d "$db" -f "$WORK/tree/bench/layers.sql" >/dev/null
+		psql_q -d "$db" -c "CREATE EXTENSION pg_prewarm" -c "$UUIDV7_SQL"
+		[ "${layer%_v7}" = ext_unlogged ] && psql_q -d "$db" -c "SELECT idem_set_logged(false)" >/dev/null
+		# the row every copy is made from
+		psql_q -d "$db" -c "SELECT pay_$(fn_of "$layer")('template', 100)" >/dev/null
+		from=1
+	else
+		psql_q -d postgres -c "CREATE DATABASE $db TEMPLATE $(db_of "$layer" "$prev") STRATEGY FILE_COPY"
+		from=$prev
+	fi
 	digest="'{}'::jsonb"
 	[ "$table" = idem_ledger ] && digest="jsonb_build_object('digest', idem_digest(t.scope, k.k))"
+	fill=70
+	[ "$layer" = hand_v7 ] && fill=90
+	# random keys, or UUIDv7 keys 2 ms apart, the newest now
+	key="gen_random_uuid()::text"
+	[ "${layer%_v7}" != "$layer" ] && key="bench_uuidv7(now() - ($size - i) * interval '2 ms')::text"
 	psql_q -d "$db" -c "
 		CREATE TEMP TABLE pk AS
 		SELECT conname, pg_get_constraintdef(c.oid) AS def
@@ -131,15 +176,13 @@ grow() {
 		INSERT INTO $table
 		SELECT r.*
 		  FROM $table t,
-		       generate_series($((from + 1)), $to) i,
-		       LATERAL (SELECT (i % $CLIENTS) || '-f-' ||
-		                       (i::bigint * 387420489 % 1000000000000 + 1) AS k) k,
+		       (SELECT $key AS k FROM generate_series($((from + 1)), $size) i) k,
 		       LATERAL jsonb_populate_record(t, jsonb_build_object('key', k.k) || $digest) r
 		 WHERE t.key = 'template';
 		SET maintenance_work_mem = '1GB';
 		DO \$\$ DECLARE n name; cols text; BEGIN
 		    SELECT conname, substring(def from '\((.*)\)') INTO n, cols FROM pk;
-		    EXECUTE format('CREATE UNIQUE INDEX %I ON $table (%s) WITH (fillfactor = 70)', n, cols);
+		    EXECUTE format('CREATE UNIQUE INDEX %I ON $table (%s) WITH (fillfactor = $fill)', n, cols);
 		    EXECUTE format('ALTER TABLE $table ADD CONSTRAINT %I PRIMARY KEY USING INDEX %I', n, n);
 		END \$\$;"
 	psql_q -d "$db" -c "VACUUM ANALYZE $table"
@@ -157,11 +200,11 @@ server_marks() {
 	fi
 }
 
-# run LAYER -> prints the mean tps after WARMUP seconds, the checkpoints
-# during the run and its WAL bytes per transaction, tab-separated
+# run LAYER SIZE -> prints the mean tps after WARMUP seconds, the checkpoints
+# during the run and its WAL bytes, tab-separated
 run() {
-	local layer=$1 db table since log before after txns
-	db=$(db_of "$layer")
+	local layer=$1 size=$2 db table since log before after txns
+	db=$(db_of "$layer" "$size")
 	table=$(table_of "$layer")
 	log=$WORK/run.log
 	# the index, as a server running this workload would hold it
@@ -188,47 +231,67 @@ run() {
 	IFS=$'\t' read -r ckpt0 lsn0 <<<"$before"
 	IFS=$'\t' read -r ckpt1 lsn1 <<<"$after"
 	psql_v -d postgres -c "SELECT E'\t' || $ckpt1 - $ckpt0 || E'\t' ||
-		round(pg_wal_lsn_diff('$lsn1', '$lsn0') / greatest(${txns:-0}, 1))"
+		round(pg_wal_lsn_diff('$lsn1', '$lsn0')) || E'\t' || ${txns:-0}"
 }
 
 RESULTS=$WORK/results.tsv
 SIZES_TSV=$WORK/sizes.tsv
 : >"$RESULTS"
 : >"$SIZES_TSV"
-have=0
-for size in $SIZES; do
-	echo "bench: growing every layer's table to $size live keys"
-	for layer in "${LAYERS[@]}"; do
-		grow "$layer" "$have" "$size"
-		db=$(db_of "$layer")
-		table=$(table_of "$layer")
-		printf '%s\t%s\t%s\n' "$size" "$layer" "$(psql_v -d "$db" -c "
-			SELECT pg_table_size('$table') || E'\t' || pg_indexes_size('$table')")" >>"$SIZES_TSV"
+read -r -a SIZE_LIST <<<"$SIZES"
+for layer in "${LAYER_LIST[@]}"; do
+	prev=""
+	for size in "${SIZE_LIST[@]}"; do
+		echo "bench: growing $layer to $size live keys"
+		grow "$layer" "$size" "$prev"
+		prev=$size
+		printf '%s\t%s\t%s\n' "$size" "$layer" "$(psql_v -d "$(db_of "$layer" "$size")" -c "
+			SELECT pg_table_size('$(table_of "$layer")') || E'\t' ||
+			       pg_indexes_size('$(table_of "$layer")')")" >>"$SIZES_TSV"
 	done
-	have=$size
-	for profile in $PROFILES; do
-		start_with "$profile"
-		for layer in "${LAYERS[@]}"; do
-			IFS=$'\t' read -r tps ckpts walb < <(run "$layer")
-			printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$profile" "$size" "$layer" "$tps" "$ckpts" "$walb" >>"$RESULTS"
-			printf 'bench: %-8s %9s keys  %-13s %9.1f tps  %2s checkpoints  %6s WAL bytes/txn\n' \
-				"$profile" "$size" "$layer" "$tps" "$ckpts" "$walb"
+done
+for profile in $PROFILES; do
+	start_with "$profile"
+	for round in $(seq 1 "$ROUNDS"); do
+		order=("${SIZE_LIST[@]}")
+		[ $((round % 2)) -eq 0 ] && mapfile -t order < <(printf '%s\n' "${SIZE_LIST[@]}" | tac)
+		for layer in "${LAYER_LIST[@]}"; do
+			for size in "${order[@]}"; do
+				IFS=$'\t' read -r tps ckpts walb txns < <(run "$layer" "$size")
+				printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$profile" "$round" "$size" "$layer" \
+					"$tps" "$ckpts" "$walb" "$txns" >>"$RESULTS"
+				printf 'bench: %-8s round %s %9s keys  %-16s %9.1f tps  %2s checkpoints  %6s WAL bytes/txn\n' \
+					"$profile" "$round" "$size" "$layer" "$tps" "$ckpts" "$((walb / (txns > 0 ? txns : 1)))"
+			done
 		done
 	done
 done
 
-/usr/bin/env python3 - "$RESULTS" "$SIZES_TSV" "$WORK/curve.dat" <<'EOF'
+/usr/bin/env python3 - "$RESULTS" "$SIZES_TSV" "$WORK/curve.dat" <<'PY'
 import sys
 results, sizes_tsv, dat = sys.argv[1:4]
 tps = {}
 marks = {}
 for line in open(results):
-    profile, size, layer, t, ckpts, walb = line.rstrip("\n").split("\t")
-    tps[(profile, layer, int(size))] = float(t)
-    marks[(profile, layer, int(size))] = (ckpts, walb)
+    profile, rnd, size, layer, t, ckpts, walb, txns = line.rstrip("\n").split("\t")
+    key = (profile, layer, int(size))
+    tps.setdefault(key, {})[int(rnd)] = float(t)
+    c, w, n = marks.get(key, (0, 0, 0))
+    marks[key] = (c + int(ckpts), w + float(walb), n + int(txns))
 sizes = sorted({k[2] for k in tps})
 profiles = list(dict.fromkeys(k[0] for k in tps))
 layers = list(dict.fromkeys(k[1] for k in tps))
+rounds = sorted({r for v in tps.values() for r in v})
+mean = lambda xs: sum(xs) / len(xs)
+def ratio(p, l, s):
+    rs = [tps[(p, l, s)][r] / tps[(p, l, sizes[0])][r] for r in rounds]
+    text = f"{mean(rs):.2f}"
+    if len(rs) > 1:
+        text += f" ({min(rs):.2f}-{max(rs):.2f})"
+    return mean(rs), text
+print()
+print(f"tps, the mean of {len(rounds)} round(s); ratio to {sizes[0]:,} keys, the mean of each round's"
+      + (" (lowest-highest)" if len(rounds) > 1 else ""))
 print()
 print("| profile | layer | " + " | ".join(f"{s:,} keys" for s in sizes) + " | " +
       " | ".join(f"{s:,}/{sizes[0]:,}" for s in sizes[1:]) + " |")
@@ -236,17 +299,20 @@ print("|---|---|" + "---:|" * (2 * len(sizes) - 1))
 with open(dat, "w") as out:
     for p in profiles:
         for l in layers:
-            base = tps[(p, l, sizes[0])]
-            print(f"| {p} | {l} | " + " | ".join(f"{tps[(p, l, s)]:.0f}" for s in sizes) + " | " +
-                  " | ".join(f"{tps[(p, l, s)] / base:.2f}" for s in sizes[1:]) + " |")
+            print(f"| {p} | {l} | " + " | ".join(f"{mean(list(tps[(p, l, s)].values())):.0f}" for s in sizes)
+                  + " | " + " | ".join(ratio(p, l, s)[1] for s in sizes[1:]) + " |")
             for s in sizes:
-                out.write(f"{p}\t{l}\t{s}\t{tps[(p, l, s)] / base:.3f}\n")
+                out.write(f"{p}\t{l}\t{s}\t{ratio(p, l, s)[0]:.3f}\n")
 print()
 print("| profile | layer | " + " | ".join(f"{s:,}: checkpoints, WAL bytes/txn" for s in sizes) + " |")
 print("|---|---|" + "---:|" * len(sizes))
 for p in profiles:
     for l in layers:
-        print(f"| {p} | {l} | " + " | ".join("%s, %s" % marks[(p, l, s)] for s in sizes) + " |")
+        cells = []
+        for s in sizes:
+            c, w, n = marks[(p, l, s)]
+            cells.append(f"{c}, {w / max(n, 1):.0f}")
+        print(f"| {p} | {l} | " + " | ".join(cells) + " |")
 print()
 print("| live keys | layer | heap MB | index MB | bytes per key |")
 print("|---:|---|---:|---:|---:|")
@@ -255,12 +321,12 @@ for line in open(sizes_tsv):
     n = int(size)
     print(f"| {n:,} | {layer} | {int(heap) / 2**20:.0f} | {int(index) / 2**20:.0f} | "
           f"{(int(heap) + int(index)) / n:.0f} |")
-EOF
+PY
 
 if [ -n "$CHART" ] && command -v gnuplot >/dev/null 2>&1; then
 	plot=""
 	for profile in $PROFILES; do
-		for layer in "${LAYERS[@]}"; do
+		for layer in "${LAYER_LIST[@]}"; do
 			awk -F'\t' -v p="$profile" -v l="$layer" '$1 == p && $2 == l { print $3, $4 }' \
 				"$WORK/curve.dat" >"$WORK/curve-$profile-$layer.dat"
 			plot+="${plot:+, }'$WORK/curve-$profile-$layer.dat' using 1:2 with linespoints lw 2"
@@ -270,7 +336,7 @@ if [ -n "$CHART" ] && command -v gnuplot >/dev/null 2>&1; then
 	gnuplot <<EOF
 set terminal pngcairo size 960,540 font 'sans,11' noenhanced
 set output '$CHART'
-set title "first-time path (pgbench -c $CLIENTS, ${DURATION} s runs) against live keys, as a share of its tps at the smallest size"
+set title "first-time path (pgbench -c $CLIENTS, ${DURATION} s runs, $ROUNDS round(s)) against live keys, as a share of its tps at the smallest size"
 set xlabel 'live keys in the table'
 set ylabel 'tps / tps at the smallest size'
 set logscale x
@@ -283,4 +349,4 @@ EOF
 fi
 echo
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(uname -sr)"
-echo "server: $("$PG_CONFIG" --version); PostgreSQL's defaults (fsync, synchronous_commit, full_page_writes on) but each profile's settings; pgbench -M prepared -c $CLIENTS -j $CLIENTS -T $DURATION, tps averaged after ${WARMUP} s"
+echo "server: $("$PG_CONFIG" --version); PostgreSQL's defaults (fsync, synchronous_commit, full_page_writes on) but each profile's settings; pgbench -M prepared -c $CLIENTS -j $CLIENTS -T $DURATION, tps averaged after ${WARMUP} s, $ROUNDS round(s)"
