@@ -20,11 +20,12 @@
 use strict;
 use warnings;
 
-use POSIX qw(WNOHANG);
+use lib 'test/perl';
 use Time::HiRes qw(time sleep);
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use IdemStorm;
 
 my $soak = $ENV{IDEM_SOAK} // 0;
 my $storm_secs = $soak ? 300 : 20;    # how long the storm blows
@@ -51,48 +52,10 @@ $node->safe_psql('postgres', slurp_file("$driver/schema.sql"));
 
 # --------------------------------------------------------------- the storm
 
-my $bench_log = $node->basedir . '/pgbench.log';
-my %bench;          # pid -> 1 for running pgbench processes
-my $launches = 0;
-my $kills = 0;
+my $storm = IdemStorm->new($node,
+	"$driver/pay.pgbench\@4", "$driver/burst.pgbench\@2",
+	"$driver/give_up.pgbench\@1", "$driver/lease.pgbench\@3");
 my $crashed = 0;
-
-# Start one pgbench client for at most $secs seconds
-sub launch_bench
-{
-	my ($secs) = @_;
-	my @cmd = (
-		'pgbench', '-n', '-c', '1', '-T', $secs,
-		'-h', $node->host, '-p', $node->port,
-		'-f', "$driver/pay.pgbench\@4",
-		'-f', "$driver/burst.pgbench\@2",
-		'-f', "$driver/give_up.pgbench\@1",
-		'-f', "$driver/lease.pgbench\@3",
-		'postgres');
-	my $pid = fork;
-	die "fork failed: $!" unless defined $pid;
-	if ($pid == 0)
-	{
-		$ENV{PGAPPNAME} = 'storm_client';
-		open(STDOUT, '>>', $bench_log) or POSIX::_exit(127);
-		open(STDERR, '>&', \*STDOUT) or POSIX::_exit(127);
-		exec(@cmd) or POSIX::_exit(127);
-	}
-	$bench{$pid} = 1;
-	$launches++;
-	return;
-}
-
-# Reap finished pgbench processes; with $block, wait for all of them
-sub reap_bench
-{
-	my ($block) = @_;
-	for my $pid (keys %bench)
-	{
-		delete $bench{$pid} if waitpid($pid, $block ? 0 : WNOHANG) > 0;
-	}
-	return;
-}
 
 # The window starts sliding now
 my $t0 = time;
@@ -105,9 +68,8 @@ my @crash_at = map { $t0 + $storm_secs * $_ / ($crashes + 1) } 1 .. $crashes;
 while (time < $t0 + $storm_secs)
 {
 	my $left = int($t0 + $storm_secs - time);
-	reap_bench(0);
 	# a client whose backend was killed, or that ran its course, comes back
-	launch_bench($left < 2 ? 1 : 2) while keys %bench < $clients;
+	$storm->top_up($clients, $left < 2 ? 1 : 2);
 
 	if (@crash_at && time >= $crash_at[0])
 	{
@@ -119,23 +81,17 @@ while (time < $t0 + $storm_secs)
 	}
 
 	# terminate one client backend at random
-	my ($rc, $out) = $node->psql(
-		'postgres', q{
-		SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))
-		  FROM (SELECT pid FROM pg_stat_activity
-		         WHERE application_name = 'storm_client'
-		         ORDER BY random() LIMIT 1) AS victim});
-	$kills += $out if $rc == 0 && $out =~ /^\d+$/;
+	$storm->kill_one($node, "application_name = 'storm_client'");
 	sleep(0.1 + rand(0.3));
 }
-reap_bench(1);
+$storm->wait_all;
 
 my $nkeys = $node->safe_psql('postgres', 'SELECT storm_top()');
-note "storm: ${storm_secs}s, $launches pgbench launches, $kills backends killed, "
+note "storm: ${storm_secs}s, $storm->{launches} pgbench launches, $storm->{kills} backends killed, "
   . "$crashed crashes, keys k1..k$nkeys";
 
 is($crashed, $crashes, 'the server was crashed and restarted mid-run');
-cmp_ok($kills, '>', 10, 'client backends were terminated at random');
+cmp_ok($storm->{kills}, '>', 10, 'client backends were terminated at random');
 
 my ($started, $replayed, $in_progress, $gave_up) = split /\|/,
   $node->safe_psql(

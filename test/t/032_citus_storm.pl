@@ -26,12 +26,12 @@ use strict;
 use warnings;
 
 use lib 'test/perl';
-use POSIX qw(WNOHANG);
 use Time::HiRes qw(time sleep);
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use IdemCitus;
+use IdemStorm;
 
 IdemCitus::skip_unless_installed();
 
@@ -61,59 +61,11 @@ note 'shards before: ' . placements();
 
 # --------------------------------------------------------------- the storm
 
-my $bench_log = $coord->basedir . '/pgbench.log';
-my %bench;
-my ($launches, $kills, $crashed, $rebalanced) = (0, 0, 0, 0);
-
-sub launch_bench
-{
-	my ($secs) = @_;
-	my @cmd = (
-		'pgbench', '-n', '-c', '1', '-T', $secs,
-		'-h', $coord->host, '-p', $coord->port,
-		'-f', "$driver/citus_pay.pgbench\@4",
-		'-f', "$driver/citus_burst.pgbench\@2",
-		'-f', "$driver/citus_coord.pgbench\@2",
-		'-f', "$driver/give_up.pgbench\@1",
-		'-f', "$driver/lease.pgbench\@2",
-		'postgres');
-	my $pid = fork;
-	die "fork failed: $!" unless defined $pid;
-	if ($pid == 0)
-	{
-		$ENV{PGAPPNAME} = 'storm_client';
-		open(STDOUT, '>>', $bench_log) or POSIX::_exit(127);
-		open(STDERR, '>&', \*STDOUT) or POSIX::_exit(127);
-		exec(@cmd) or POSIX::_exit(127);
-	}
-	$bench{$pid} = 1;
-	$launches++;
-	return;
-}
-
-sub reap_bench
-{
-	my ($block) = @_;
-	for my $pid (keys %bench)
-	{
-		delete $bench{$pid} if waitpid($pid, $block ? 0 : WNOHANG) > 0;
-	}
-	return;
-}
-
-# Terminate one backend running a payment on node, at random
-sub kill_one
-{
-	my ($node, $where) = @_;
-	my ($rc, $out) = $node->psql('postgres', qq{
-		SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))
-		  FROM (SELECT pid FROM pg_stat_activity
-		         WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
-		           AND $where
-		         ORDER BY random() LIMIT 1) AS victim});
-	$kills += $out if $rc == 0 && $out =~ /^\d+$/;
-	return;
-}
+my $storm = IdemStorm->new($coord,
+	"$driver/citus_pay.pgbench\@4", "$driver/citus_burst.pgbench\@2",
+	"$driver/citus_coord.pgbench\@2", "$driver/give_up.pgbench\@1",
+	"$driver/lease.pgbench\@2");
+my ($crashed, $rebalanced) = (0, 0);
 
 my $t0 = time;
 $coord->safe_psql('postgres',
@@ -132,8 +84,7 @@ while (1)
 	}
 	last if $now >= $min_secs && $rebalanced == 2;
 
-	reap_bench(0);
-	launch_bench(2) while keys %bench < $clients;
+	$storm->top_up($clients, 2);
 
 	if (!$crashed && $now >= $crash_at)
 	{
@@ -152,27 +103,25 @@ while (1)
 
 	if (rand() < 0.5)
 	{
-		kill_one($coord, "application_name = 'storm_client'");
+		$storm->kill_one($coord, "application_name = 'storm_client'");
 	}
 	else
 	{
-		kill_one($workers[ int(rand(2)) ], "query LIKE '%pay(%'");
+		$storm->kill_one($workers[ int(rand(2)) ], "query LIKE '%pay(%'");
 	}
 	sleep(0.2 + rand(0.3));
 }
 # let the clients run out (each runs for at most 2 seconds)
-reap_bench(1);
+$storm->wait_all;
 
 my $nkeys = $coord->safe_psql('postgres', 'SELECT storm_top()');
-my $bench_out = slurp_file($bench_log);
-my $transactions = 0;
-$transactions += $1 while $bench_out =~ /number of transactions actually processed: (\d+)/g;
-note "storm: " . int(time - $t0) . "s, $launches pgbench launches, $kills backends killed, "
-  . "$transactions transactions, keys k1..k$nkeys";
+my $transactions = $storm->transactions;
+note "storm: " . int(time - $t0) . "s, $storm->{launches} pgbench launches, "
+  . "$storm->{kills} backends killed, $transactions transactions, keys k1..k$nkeys";
 note 'shards after: ' . placements();
 
 is($crashed, 1, 'worker1 was crashed and restarted mid-storm');
-cmp_ok($kills, '>', 5, 'backends were terminated at random');
+cmp_ok($storm->{kills}, '>', 5, 'backends were terminated at random');
 cmp_ok($transactions, '>', $nkeys, 'duplicates outnumbered the keys');
 # A payment's id comes from the sequence of the node that ran the handler:
 # Citus gives each worker its own range, above 2^48
