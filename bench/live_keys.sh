@@ -68,6 +68,11 @@ BUFFERS=${BUFFERS:-4GB}
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 CHART=${CHART-$ROOT/bench/live_keys.png}
 
+# a run's tps is the mean of pgbench's 5-second reports after WARMUP
+if [ "$DURATION" -lt $((WARMUP + 10)) ]; then
+	echo "bench: DURATION ($DURATION) must be at least WARMUP ($WARMUP) + 10 seconds" >&2
+	exit 2
+fi
 read -r -a LAYER_LIST <<<"$LAYERS"
 for layer in "${LAYER_LIST[@]}"; do
 	case ${layer%_v7} in
@@ -116,8 +121,9 @@ start_with default
 db_of() { echo "live_$1_$2"; }
 table_of() { case ${1%_v7} in hand) echo hand_keys ;; *) echo idem_ledger ;; esac; }
 fn_of() { case ${1%_v7} in hand) echo hand ;; *) echo ext ;; esac; }
-# the key a run makes, in SQL
-key_of() { case $1 in *_v7) echo "bench_uuidv7()::text" ;; *) echo "gen_random_uuid()::text" ;; esac; }
+# key_of LAYER [AT]: a key of LAYER's shape, in SQL (a UUIDv7's time AT, by
+# default the clock's)
+key_of() { case $1 in *_v7) echo "bench_uuidv7(${2:-})::text" ;; *) echo "gen_random_uuid()::text" ;; esac; }
 
 # A UUIDv7 (RFC 9562) in SQL: the Unix time in milliseconds in the first 48
 # bits, version 7, random bits after (PostgreSQL 18 has uuidv7() built in)
@@ -164,8 +170,7 @@ grow() {
 	fill=70
 	[ "$layer" = hand_v7 ] && fill=90
 	# random keys, or UUIDv7 keys 2 ms apart, the newest now
-	key="gen_random_uuid()::text"
-	[ "${layer%_v7}" != "$layer" ] && key="bench_uuidv7(now() - ($size - i) * interval '2 ms')::text"
+	key=$(key_of "$layer" "now() - ($size - i) * interval '2 ms'")
 	psql_q -d "$db" -c "
 		CREATE TEMP TABLE pk AS
 		SELECT conname, pg_get_constraintdef(c.oid) AS def
