@@ -13,7 +13,7 @@ OBJS += src/citus.o
 OBJS += src/ledger_digest.o
 # install scripts are frozen once released; each later version is an upgrade
 # script, which CREATE EXTENSION applies after the 1.0 install script
-DATA = idempotency--1.0.sql idempotency--1.0--1.1.sql idempotency--1.1--1.2.sql \
+DATA = idempotency--1.0.sql idempotency--1.0--1.1.sql idempotency--1.1--1.2.sql idempotency--1.2--1.3.sql \
 	idempotency_tap--1.0.sql idempotency_tap--1.0--1.1.sql
 PGFILEDESC = "idempotency - idempotency keys inside PostgreSQL"
 
@@ -27,12 +27,13 @@ REGRESS += digest upgrade_digest
 REGRESS += owner
 REGRESS += await upgrade_1_2
 REGRESS += distribute
+REGRESS += upgrade_1_3
 REGRESS_OPTS = --inputdir=.
 
 # isolation specs: test/specs/*.spec with test/expected/*.out
 ISOLATION = wait_replay wait_abort nowait lease_takeover once_race
 ISOLATION += scope_grants_cache sweep_race
-ISOLATION += await
+ISOLATION += await upgrade_race
 ISOLATION_OPTS = --inputdir=test
 
 # Perl TAP tests: test/t/*.pl (PostgreSQL::Test::Cluster)

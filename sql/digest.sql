@@ -20,6 +20,55 @@ SELECT idem_digest('payments', 'k1') =
 SELECT idem_digest('a', 'bc') <> idem_digest('ab', 'c') AS distinct_pairs;
 SELECT idem_digest(NULL, 'k') IS NULL AS strict;
 
+-- from 1.3, a key that is a UUIDv7 in its text form: its first 32 bits (the
+-- top of its millisecond timestamp), then the first 96 bits of the same
+-- SHA-256; either case of hex digits
+SELECT idem_digest('', '01932c07-8a5b-7abc-9def-0123456789ab') AS v7_digest;
+SELECT idem_digest('', '01932c07-8a5b-7abc-9def-0123456789ab') =
+       encode('\x01932c07'::bytea ||
+              substr(sha256('\x00000000'::bytea ||
+                            convert_to('01932c07-8a5b-7abc-9def-0123456789ab', 'UTF8')), 1, 12),
+              'hex')::uuid AS as_documented;
+SELECT idem_digest('t', '01932C07-8A5B-7ABC-BDEF-0123456789AB') =
+       encode('\x01932c07'::bytea ||
+              substr(sha256('\x00000001'::bytea ||
+                            convert_to('t01932C07-8A5B-7ABC-BDEF-0123456789AB', 'UTF8')), 1, 12),
+              'hex')::uuid AS upper_case;
+-- keys made one after another sort as their digests do, whatever the rest
+SELECT idem_digest('', '01932c07-8a5b-7abc-9def-0123456789ab') <
+       idem_digest('', '01932c08-0000-7000-8000-000000000000') AS in_order;
+-- anything else keeps the SHA-256's first 128 bits: another version or
+-- variant, a missing or misplaced dash, a non-hex digit, braces, a length
+-- off by one, spaces around
+SELECT k AS not_v7,
+       idem_digest('', k) =
+       encode(substr(sha256('\x00000000'::bytea || convert_to(k, 'UTF8')), 1, 16), 'hex')::uuid
+       AS sha256_only
+  FROM (VALUES ('01932c07-8a5b-4abc-9def-0123456789ab'),
+               ('01932c07-8a5b-7abc-cdef-0123456789ab'),
+               ('01932c07-8a5b-7abc-7def-0123456789ab'),
+               ('01932c078a5b7abc9def0123456789ab'),
+               ('01932c07-8a5b7-abc-9def-0123456789ab'),
+               ('01932c0g-8a5b-7abc-9def-0123456789ab'),
+               ('{01932c07-8a5b-7abc-9def-0123456789ab}'),
+               ('01932c07-8a5b-7abc-9def-0123456789abc'),
+               ('01932c07-8a5b-7abc-9def-0123456789a'),
+               (' 01932c07-8a5b-7abc-9def-0123456789ab')) AS t(k);
+-- the ledger's rows carry it, through the direct path and through SQL
+SELECT outcome FROM idem_begin('01932c07-8a5b-7abc-9def-0123456789ab');
+SELECT idem_once('01932c07-8a5b-7abc-9def-0123456789ac', scope => 'q');
+ALTER TABLE idem_ledger ADD CONSTRAINT sql_path CHECK (attempt > 0);
+SELECT outcome FROM idem_begin('01932c07-8a5b-7abc-9def-0123456789ad');
+SELECT outcome FROM idem_finish('01932c07-8a5b-7abc-9def-0123456789ad', '{}');
+ALTER TABLE idem_ledger DROP CONSTRAINT sql_path;
+SELECT outcome FROM idem_finish('01932c07-8a5b-7abc-9def-0123456789ab', '{}');
+SELECT key, substr(digest::text, 1, 8) AS prefix, digest = idem_digest(scope, key) AS right
+  FROM idem_ledger ORDER BY key;
+SELECT outcome FROM idem_begin('01932c07-8a5b-7abc-9def-0123456789ab');
+SELECT outcome FROM idem_begin('01932c07-8a5b-7abc-9def-0123456789ad');
+SELECT idem_once('01932c07-8a5b-7abc-9def-0123456789ac', scope => 'q') AS first_again;
+DELETE FROM idem_ledger;
+
 -- a collision: the row of 'c-victim' is put under the digest of 'c-other'
 SELECT outcome FROM idem_begin('c-victim', '{"a": 1}');
 SELECT outcome FROM idem_finish('c-victim', '{"secret": "victim"}', 201);

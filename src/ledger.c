@@ -181,10 +181,10 @@ report_no_attempt(const LedgerRow *row, text *key, bool has_attempt,
 
 /*
  * The row of a new attempt for args (or, for idem_once, a key completed at
- * once), as column values.
+ * once) in the ledger of schema nspid, as column values.
  */
 static void
-new_row_values(const BeginArgs *args, bool completed, TimestampTz now,
+new_row_values(Oid nspid, const BeginArgs *args, bool completed, TimestampTz now,
 			   Datum *values, bool *nulls)
 {
 	LedgerRow	row;
@@ -212,7 +212,7 @@ new_row_values(const BeginArgs *args, bool completed, TimestampTz now,
 			AwaitNoteOwner();
 		}
 	}
-	LedgerRowValues(&row, args->scope, args->key, values, nulls);
+	LedgerRowValues(&row, nspid, args->scope, args->key, values, nulls);
 }
 
 /*
@@ -221,7 +221,7 @@ new_row_values(const BeginArgs *args, bool completed, TimestampTz now,
  * Returns the attempt.
  */
 static int32
-take_over(const BeginArgs *args, const LedgerRow *row, RowStanding standing,
+take_over(Oid nspid, const BeginArgs *args, const LedgerRow *row, RowStanding standing,
 		  bool completed, TimestampTz now)
 {
 	Datum		values[Natts_ledger];
@@ -241,7 +241,7 @@ take_over(const BeginArgs *args, const LedgerRow *row, RowStanding standing,
 		IdemStatsAdd(STAT_TAKEOVERS_LEASE, 1);
 	else if (standing == ROW_OWNER_GONE)
 		IdemStatsAdd(STAT_TAKEOVERS_OWNER_GONE, 1);
-	new_row_values(args, completed, now, values, nulls);
+	new_row_values(nspid, args, completed, now, values, nulls);
 	values[Anum_ledger_attempt - 1] = Int32GetDatum(attempt);
 	/* a key that counted as absent is born again; a takeover keeps its birth */
 	nulls[Anum_ledger_created_at - 1] = (standing != ROW_EXPIRED);
@@ -295,7 +295,7 @@ settle_direct(Oid nspid, const BeginArgs *args, bool once, TimestampTz now,
 
 	if (!LedgerDirectOpen(&ld, nspid, true))
 		return false;
-	new_row_values(args, once, now, values, nulls);
+	new_row_values(nspid, args, once, now, values, nulls);
 	state = LedgerDirectInsert(&ld, values, nulls, !args->wait, &tid);
 	if (state == KEY_ABSENT)
 	{
@@ -381,7 +381,7 @@ settle_sql(Oid nspid, const BeginArgs *args, bool once, TimestampTz now,
 		}
 	}
 
-	new_row_values(args, once, now, values, nulls);
+	new_row_values(nspid, args, once, now, values, nulls);
 	for (int tries = 0;; tries++)
 	{
 		if (tries >= IDEM_MAX_TRIES)
@@ -461,7 +461,7 @@ settle_sql(Oid nspid, const BeginArgs *args, bool once, TimestampTz now,
 				((standing == ROW_LAPSED || standing == ROW_OWNER_GONE) &&
 				 (once || same_request(&row, args))))
 			{
-				settled_started(s, take_over(args, &row, standing, once, now));
+				settled_started(s, take_over(nspid, args, &row, standing, once, now));
 				return;
 			}
 		}
@@ -664,7 +664,7 @@ finish_direct(Oid nspid, text *scope, text *key, int32 status,
 		bool		nulls[Natts_ledger];
 
 		end_attempt(&row, now, true, status, has_response, response);
-		LedgerRowValues(&row, scope, key, values, nulls);
+		LedgerRowValues(&row, nspid, scope, key, values, nulls);
 		done = LedgerDirectUpdate(&ld, &tid, values, nulls);
 		*finished = row.attempt;
 	}
@@ -694,7 +694,7 @@ end_attempt_sql(Oid nspid, text *scope, text *key, bool complete,
 		report_no_attempt(&row, key, has_attempt, attempt, now,
 						  complete ? "finish" : "release");
 	end_attempt(&row, now, complete, status, has_response, response);
-	LedgerRowValues(&row, scope, key, values, nulls);
+	LedgerRowValues(&row, nspid, scope, key, values, nulls);
 	LedgerSqlReplace(values, nulls);
 	LedgerSqlDisconnect(nestlevel);
 	/* an attempt of an earlier transaction: someone may await it */

@@ -337,7 +337,7 @@ pkey_scan_keys(Relation idx, text *scope, text *key, pg_uuid_t *digest,
 
 		if (attno == Anum_ledger_digest)
 		{
-			*digest = *LedgerKeyDigest(scope, key);
+			*digest = *LedgerKeyDigest(idx->rd_rel->relnamespace, scope, key);
 			ScanKeyInit(&skey[i], i + 1, BTEqualStrategyNumber, F_UUID_EQ,
 						UUIDPGetDatum(digest));
 		}

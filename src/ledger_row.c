@@ -75,11 +75,12 @@ LedgerFingerprintDatum(const uint8 *fingerprint)
 }
 
 /*
- * The column values of row, the row of (scope, key), in table order; the
- * digest is the one LedgerKeyDigest remembers for the pair, hashed once
+ * The column values of row, the row of (scope, key) in the ledger of schema
+ * nspid (locked by the caller), in table order; the digest is the one
+ * LedgerKeyDigest remembers for the pair, hashed once
  */
 void
-LedgerRowValues(const LedgerRow *row, text *scope, text *key,
+LedgerRowValues(const LedgerRow *row, Oid nspid, text *scope, text *key,
 				Datum *values, bool *nulls)
 {
 	pg_uuid_t  *digest;
@@ -105,7 +106,7 @@ LedgerRowValues(const LedgerRow *row, text *scope, text *key,
 		(Datum) 0 : OwnerDatum(&row->owner);
 	nulls[Anum_ledger_owner - 1] = row->owner_null;
 	digest = (pg_uuid_t *) palloc(sizeof(pg_uuid_t));
-	*digest = *LedgerKeyDigest(scope, key);
+	*digest = *LedgerKeyDigest(nspid, scope, key);
 	values[Anum_ledger_digest - 1] = UUIDPGetDatum(digest);
 }
 

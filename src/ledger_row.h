@@ -82,7 +82,7 @@ typedef enum LedgerKeyState
 extern void LedgerRowSetFingerprint(LedgerRow *row, Datum d, bool isnull);
 extern void LedgerRowSetOwner(LedgerRow *row, Datum d, bool isnull);
 extern Datum LedgerFingerprintDatum(const uint8 *fingerprint);
-extern void LedgerRowValues(const LedgerRow *row, text *scope, text *key,
+extern void LedgerRowValues(const LedgerRow *row, Oid nspid, text *scope, text *key,
 							Datum *values, bool *nulls);
 extern void LedgerRowDamaged(const char *column);
 

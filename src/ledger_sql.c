@@ -26,6 +26,7 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
+#include "storage/lmgr.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/inval.h"
@@ -441,8 +442,12 @@ ledger_prepare(Oid nspid)
  * level of its own, as PostgreSQL's maintenance commands restrict it, so that
  * no caller's search_path can change what a statement means (the statements
  * are schema-qualified anyway), and make sure the kept plans name the ledger
- * of schema nspid.  Returns the nest level for LedgerSqlDisconnect; an error
- * unwinds both at (sub)transaction abort.
+ * of schema nspid.  The ledger is locked first (ACCESS SHARE, as a read
+ * takes; the statements take what they need), before anything reads how
+ * it is made: which columns it has, which digest it uses (an update of the
+ * extension that changes either holds an exclusive lock until it commits).
+ * Returns the nest level for LedgerSqlDisconnect; an error unwinds both at
+ * (sub)transaction abort.
  */
 int
 LedgerSqlConnect(Oid nspid)
@@ -457,7 +462,13 @@ LedgerSqlConnect(Oid nspid)
 							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
 							 true, 0, false);
 	if (OidIsValid(nspid))
+	{
+		Oid			relid = get_relname_relid(IDEM_LEDGER_NAME, nspid);
+
+		if (OidIsValid(relid))
+			LockRelationOid(relid, AccessShareLock);
 		ledger_prepare(nspid);
+	}
 	return nestlevel;
 }
 
@@ -545,7 +556,7 @@ read_row(text *scope, text *key, LedgerRow *row)
 bool
 LedgerSqlFetch(text *scope, text *key, LedgerLock lock, LedgerRow *row)
 {
-	pg_uuid_t	digest = *LedgerKeyDigest(scope, key);
+	pg_uuid_t	digest = *LedgerKeyDigest(plans.nspid, scope, key);
 	Datum		values[3] = {PointerGetDatum(scope), PointerGetDatum(key),
 	UUIDPGetDatum(&digest)};
 	SPIPlanPtr	plan = lock == LEDGER_LOCK ? plans.lock :

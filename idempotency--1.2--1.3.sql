@@ -1,0 +1,51 @@
+/* idempotency--1.2--1.3.sql */
+
+-- complain if script is sourced in psql, rather than via ALTER EXTENSION
+\echo Use "ALTER EXTENSION idempotency UPDATE TO '1.3'" to load this file. \quit
+
+-- ---------------------------------------------------- UUIDv7 keys in order
+-- 1.2's digest, the first 128 bits of the SHA-256 of (scope, key), scatters
+-- keys made one after another over the whole primary key: at ten million
+-- keys nearly every new key dirties a leaf that no other change has
+-- touched since the last checkpoint, and that leaf goes whole into the WAL.
+-- From 1.3, the digest of a key that is a UUIDv7 in its text form (8-4-4-4-12
+-- hex digits, version 7, the RFC 9562 variant) starts with the key's first
+-- 32 bits, the top of its millisecond timestamp, followed by the first 96
+-- bits of the same SHA-256: such keys land on the right-most leaves, as
+-- on a primary key of the keys themselves, at 16 bytes an entry.  Every
+-- other key keeps its digest.
+--
+-- The library reads which digest a ledger uses from its schema's
+-- idem_digest(text, text), after it has locked the ledger.  So the ledger
+-- is locked first, here: no call writes a row with the old digest once the
+-- rows are rewritten, and the calls that waited for the lock read the new
+-- function when this commits.  Rows are rewritten (the ledger, and the
+-- tables that inherit from it) only when one of them holds a UUIDv7 key.
+-- ---------------------------------------------------------------------------
+
+LOCK TABLE @extschema@.idem_ledger IN ACCESS EXCLUSIVE MODE;
+
+CREATE OR REPLACE FUNCTION @extschema@.idem_digest(scope text, key text)
+RETURNS uuid
+AS 'MODULE_PATHNAME', 'idem_digest_ordered'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+COMMENT ON FUNCTION @extschema@.idem_digest(text, text) IS
+'The ledger''s primary key for (scope, key): the first 128 bits of the SHA-256 of the length of scope (4 bytes, big-endian), scope and key, in UTF-8; for a key that is a UUIDv7 in its text form, the key''s first 32 bits and the first 96 bits of that SHA-256. Read a key through the index with WHERE digest = idem_digest(scope, key)';
+
+DO $do$
+BEGIN
+    IF EXISTS (SELECT FROM @extschema@.idem_ledger
+                WHERE key OPERATOR(pg_catalog.~)
+                      '^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-7[0-9A-Fa-f]{3}-[89ABab][0-9A-Fa-f]{3}-[0-9A-Fa-f]{12}$') THEN
+        ALTER TABLE @extschema@.idem_ledger
+            ALTER COLUMN digest TYPE uuid USING @extschema@.idem_digest(scope, key);
+    END IF;
+END
+$do$;
+
+COMMENT ON COLUMN @extschema@.idem_ledger.digest IS
+'The primary key: idem_digest(scope, key), drawn from the SHA-256 of the pair (a UUIDv7 key''s first 32 bits first); written by the extension, never by hand';
+
+-- end of UUIDv7 keys in order
+-- ---------------------------------------------------------------------------
