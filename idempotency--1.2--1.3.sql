@@ -19,8 +19,11 @@
 -- idem_digest(text, text), after it has locked the ledger.  So the ledger
 -- is locked first, here: no call writes a row with the old digest once the
 -- rows are rewritten, and the calls that waited for the lock read the new
--- function when this commits.  Rows are rewritten (the ledger, and the
--- tables that inherit from it) only when one of them holds a UUIDv7 key.
+-- function when this commits.  Only the rows of UUIDv7 keys change (the
+-- ledger's, and those of tables that inherit from it), by an UPDATE whose
+-- new digest is written out in SQL rather than by idem_digest: on a ledger
+-- that Citus distributes, the shards' nodes may not have updated their own
+-- idem_digest yet when the statement reaches them.
 -- ---------------------------------------------------------------------------
 
 LOCK TABLE @extschema@.idem_ledger IN ACCESS EXCLUSIVE MODE;
@@ -33,16 +36,16 @@ LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION @extschema@.idem_digest(text, text) IS
 'The ledger''s primary key for (scope, key): the first 128 bits of the SHA-256 of the length of scope (4 bytes, big-endian), scope and key, in UTF-8; for a key that is a UUIDv7 in its text form, the key''s first 32 bits and the first 96 bits of that SHA-256. Read a key through the index with WHERE digest = idem_digest(scope, key)';
 
-DO $do$
-BEGIN
-    IF EXISTS (SELECT FROM @extschema@.idem_ledger
-                WHERE key OPERATOR(pg_catalog.~)
-                      '^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-7[0-9A-Fa-f]{3}-[89ABab][0-9A-Fa-f]{3}-[0-9A-Fa-f]{12}$') THEN
-        ALTER TABLE @extschema@.idem_ledger
-            ALTER COLUMN digest TYPE uuid USING @extschema@.idem_digest(scope, key);
-    END IF;
-END
-$do$;
+UPDATE @extschema@.idem_ledger
+   SET digest = pg_catalog.encode(
+           pg_catalog.decode(pg_catalog.substr(key, 1, 8), 'hex') OPERATOR(pg_catalog.||)
+           pg_catalog.substr(pg_catalog.sha256(
+               pg_catalog.int4send(pg_catalog.octet_length(pg_catalog.convert_to(scope, 'UTF8')))
+               OPERATOR(pg_catalog.||) pg_catalog.convert_to(scope, 'UTF8')
+               OPERATOR(pg_catalog.||) pg_catalog.convert_to(key, 'UTF8')), 1, 12),
+           'hex')::pg_catalog.uuid
+ WHERE key OPERATOR(pg_catalog.~)
+       '^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-7[0-9A-Fa-f]{3}-[89ABab][0-9A-Fa-f]{3}-[0-9A-Fa-f]{12}$';
 
 COMMENT ON COLUMN @extschema@.idem_ledger.digest IS
 'The primary key: idem_digest(scope, key), drawn from the SHA-256 of the pair (a UUIDv7 key''s first 32 bits first); written by the extension, never by hand';
