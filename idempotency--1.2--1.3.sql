@@ -36,16 +36,44 @@ LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION @extschema@.idem_digest(text, text) IS
 'The ledger''s primary key for (scope, key): the first 128 bits of the SHA-256 of the length of scope (4 bytes, big-endian), scope and key, in UTF-8; for a key that is a UUIDv7 in its text form, the key''s first 32 bits and the first 96 bits of that SHA-256. Read a key through the index with WHERE digest = idem_digest(scope, key)';
 
-UPDATE @extschema@.idem_ledger
-   SET digest = pg_catalog.encode(
-           pg_catalog.decode(pg_catalog.substr(key, 1, 8), 'hex') OPERATOR(pg_catalog.||)
-           pg_catalog.substr(pg_catalog.sha256(
-               pg_catalog.int4send(pg_catalog.octet_length(pg_catalog.convert_to(scope, 'UTF8')))
-               OPERATOR(pg_catalog.||) pg_catalog.convert_to(scope, 'UTF8')
-               OPERATOR(pg_catalog.||) pg_catalog.convert_to(key, 'UTF8')), 1, 12),
-           'hex')::pg_catalog.uuid
- WHERE key OPERATOR(pg_catalog.~)
-       '^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-7[0-9A-Fa-f]{3}-[89ABab][0-9A-Fa-f]{3}-[0-9A-Fa-f]{12}$';
+DO $do$
+DECLARE
+    -- a text column's UTF-8 bytes, as SQL: in a UTF8 (or SQL_ASCII)
+    -- database the text's own bytes, by IMMUTABLE functions (Citus sends no
+    -- STABLE function of a column to the shards, and convert_to is one)
+    utf8 text := CASE WHEN pg_catalog.getdatabaseencoding() IN ('UTF8', 'SQL_ASCII')
+                      THEN $e$pg_catalog.decode(pg_catalog.replace(%1$s, '\', '\\'), 'escape')$e$
+                      ELSE $e$pg_catalog.convert_to(%1$s, 'UTF8')$e$ END;
+    on_worker boolean;
+BEGIN
+    -- on a ledger that Citus distributes, the coordinator's statement
+    -- reaches every shard; a worker, where the update arrives from the
+    -- coordinator, has none of its own to change
+    IF EXISTS (SELECT FROM pg_catalog.pg_extension
+                WHERE extname OPERATOR(pg_catalog.=) 'citus') THEN
+        EXECUTE $c$
+            SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition
+                            WHERE logicalrelid OPERATOR(pg_catalog.=) $1)
+               AND (SELECT groupid FROM pg_catalog.pg_dist_local_group)
+                   OPERATOR(pg_catalog.<>) 0
+        $c$ INTO on_worker USING '@extschema@.idem_ledger'::pg_catalog.regclass;
+        IF on_worker THEN
+            RETURN;
+        END IF;
+    END IF;
+    EXECUTE pg_catalog.format($u$
+        UPDATE @extschema@.idem_ledger
+           SET digest = pg_catalog.encode(
+                   pg_catalog.decode(pg_catalog.substr(key, 1, 8), 'hex') OPERATOR(pg_catalog.||)
+                   pg_catalog.substr(pg_catalog.sha256(
+                       pg_catalog.int4send(pg_catalog.octet_length(%1$s))
+                       OPERATOR(pg_catalog.||) %1$s OPERATOR(pg_catalog.||) %2$s), 1, 12),
+                   'hex')::pg_catalog.uuid
+         WHERE key OPERATOR(pg_catalog.~)
+               '^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-7[0-9A-Fa-f]{3}-[89ABab][0-9A-Fa-f]{3}-[0-9A-Fa-f]{12}$'
+        $u$, pg_catalog.format(utf8, 'scope'), pg_catalog.format(utf8, 'key'));
+END
+$do$;
 
 COMMENT ON COLUMN @extschema@.idem_ledger.digest IS
 'The primary key: idem_digest(scope, key), drawn from the SHA-256 of the pair (a UUIDv7 key''s first 32 bits first); written by the extension, never by hand';
