@@ -5,13 +5,13 @@
 \set QUIET 1
 BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-SELECT plan(20);
+SELECT plan(21);
 
 SELECT is(relpersistence::text, :'persistence', 'the ledger is ' ||
           CASE :'persistence' WHEN 'u' THEN 'UNLOGGED' ELSE 'logged' END)
   FROM pg_class WHERE oid = 'idem_ledger'::regclass;
 SELECT is(ledger_digest(), :'digest', 'every row is the source''s, column for column');
-SELECT is(count(*), 9::bigint, 'nine keys') FROM idem_ledger;
+SELECT is(count(*), 10::bigint, 'ten keys') FROM idem_ledger;
 SELECT is(count(*) FILTER (WHERE digest IS DISTINCT FROM idem_digest(scope, key)), 0::bigint,
           'every row is found under its digest, the multibyte key''s too')
   FROM idem_ledger;
@@ -36,6 +36,11 @@ SELECT results_eq($$SELECT outcome, attempt FROM idem_begin('pay-3', '{"amount":
                   $$VALUES ('started', 2)$$, 'a released key starts afresh');
 SELECT is(idem_once('msg-1'), false, 'idem_once remembers its key');
 SELECT is(idem_once('msg-2', scope => 'queue-a'), false, 'idem_once remembers its key in a scope');
+SELECT results_eq($$SELECT outcome, status, response, substr(digest::text, 1, 8)
+                      FROM idem_begin('01932c07-8a5b-7abc-9def-000000000001', '{"amount": 7}'),
+                           idem_ledger WHERE key = '01932c07-8a5b-7abc-9def-000000000001'$$,
+                  $$VALUES ('replayed', 201, '{"id": 7}'::jsonb, '01932c07')$$,
+                  'a UUIDv7 key replays, found under its digest, which starts with the key');
 SELECT is(idem_once('msg-3'), true, 'idem_once records a new key');
 SELECT throws_ok($$SELECT idem_finish('taken', attempt => 1)$$, 'IK003', NULL,
                  'the superseded attempt meets IK003');

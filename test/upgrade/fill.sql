@@ -40,6 +40,9 @@ RESET idempotency.owner_liveness;
 -- consumer de-duplication
 SELECT idem_once('msg-1', ttl => '7 days');
 SELECT idem_once('msg-2', scope => 'queue-a', ttl => '7 days');
+-- a UUIDv7 key, whose digest starts with the key's first 32 bits
+SELECT idem_begin('01932c07-8a5b-7abc-9def-000000000001', '{"amount": 7}', ttl => '7 days');
+SELECT idem_finish('01932c07-8a5b-7abc-9def-000000000001', '{"id": 7}', 201);
 
 -- Every column of every row, as one digest; check.sql compares it with the
 -- source's.  Times in UTC, whatever the server's TimeZone.
