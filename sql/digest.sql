@@ -69,7 +69,41 @@ SELECT outcome FROM idem_begin('01932c07-8a5b-7abc-9def-0123456789ad');
 SELECT idem_once('01932c07-8a5b-7abc-9def-0123456789ac', scope => 'q') AS first_again;
 DELETE FROM idem_ledger;
 
--- a collision: the row of 'c-victim' is put under the digest of 'c-other'
+-- the ledger's CHECK constraint writes the digest out in SQL: every row the
+-- library wrote meets it, whatever the key (UUIDv7 in either case, other
+-- UUIDs, backslashes, quotes, multibyte text, the longest key) or scope
+SELECT count(*) AS keys FROM (
+    SELECT idem_once(k, scope => s)
+      FROM (VALUES (''), ('payments'), ('日本'), ('a\b')) AS sc(s),
+           LATERAL (SELECT gen_random_uuid()::text FROM generate_series(1, 50)
+                    UNION ALL
+                    SELECT overlay(overlay(gen_random_uuid()::text PLACING '7' FROM 15)
+                                   PLACING substr('89abAB', 1 + (i % 6), 1) FROM 20)
+                      FROM generate_series(1, 50) i
+                    UNION ALL
+                    SELECT upper(overlay(gen_random_uuid()::text PLACING '7' FROM 15))
+                      FROM generate_series(1, 20)
+                    UNION ALL
+                    VALUES ('01932c07-8a5b-7abc-9def-0123456789ab'), ('k\1'), ('it''s'),
+                           ('ключ-7'), (repeat('x', 255)), ('{01932c07-8a5b-7abc-9def-0123456789ab}')
+                   ) AS ks(k)) AS t;
+ALTER TABLE idem_ledger VALIDATE CONSTRAINT idem_ledger_digest_check;
+SELECT count(*) FILTER (WHERE digest <> idem_digest(scope, key)) AS wrong,
+       count(*) FILTER (WHERE substr(digest::text, 1, 8) = lower(substr(key, 1, 8))) AS ordered
+  FROM idem_ledger;
+DELETE FROM idem_ledger;
+
+-- a row whose digest is not idem_digest's cannot be written by hand (the
+-- library's own writes go around the check, right by construction)
+\set VERBOSITY terse
+INSERT INTO idem_ledger (created_at, expires_at, scope, key, state, digest)
+VALUES (now(), now() + interval '1 day', '', 'k-wrong', 'completed', idem_digest('', 'k-other'));
+\echo :SQLSTATE
+\set VERBOSITY default
+
+-- a collision: the row of 'c-victim' is put under the digest of 'c-other',
+-- which takes dropping that check first
+ALTER TABLE idem_ledger DROP CONSTRAINT idem_ledger_digest_check;
 SELECT outcome FROM idem_begin('c-victim', '{"a": 1}');
 SELECT outcome FROM idem_finish('c-victim', '{"secret": "victim"}', 201);
 UPDATE idem_ledger SET digest = idem_digest('', 'c-other') WHERE key = 'c-victim';

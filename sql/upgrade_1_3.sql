@@ -72,6 +72,23 @@ SELECT key, substr(digest::text, 1, 8) AS prefix,
   FROM idem_ledger l JOIN xmin_before b USING (key) ORDER BY key;
 SELECT pg_get_indexdef(indexrelid) FROM pg_index
  WHERE indrelid = 'idem_ledger'::regclass;
+-- from now on a row must carry idem_digest's digest: a 1.2 row of a UUIDv7
+-- key (as a dump of 1.2 restored here would bring) is refused, in the
+-- ledger and in the archive
+SELECT conrelid::regclass, conname, convalidated FROM pg_constraint
+ WHERE contype = 'c' AND conname = 'idem_ledger_digest_check' ORDER BY 1;
+\set VERBOSITY terse
+INSERT INTO idem_ledger (created_at, expires_at, scope, key, state, digest)
+VALUES (now(), now() + interval '1 day', 'restored', '01932c0a-0000-7000-8000-000000000007',
+        'completed', sha256_digest('restored', '01932c0a-0000-7000-8000-000000000007'));
+\echo :SQLSTATE
+\set VERBOSITY default
+\set VERBOSITY terse
+INSERT INTO u3_history (created_at, expires_at, scope, key, state, digest)
+VALUES (now(), now() + interval '1 day', 'restored', '01932c0a-0000-7000-8000-000000000007',
+        'completed', sha256_digest('restored', '01932c0a-0000-7000-8000-000000000007'));
+\echo :SQLSTATE
+\set VERBOSITY default
 SELECT bt_index_check('idem_ledger_pkey', true);
 -- a key is read through the index by its digest
 SET enable_seqscan = off;
@@ -103,6 +120,8 @@ SELECT outcome FROM idem_finish('01932c10-0000-7000-8000-000000000006', '{}');
 SELECT count(*) AS rows, count(*) FILTER (WHERE digest <> idem_digest(scope, key)) AS wrong_digests
   FROM idem_ledger;
 SELECT bt_index_check('idem_ledger_pkey', true);
+-- every row, the ones the update rewrote too, meets the check
+ALTER TABLE idem_ledger VALIDATE CONSTRAINT idem_ledger_digest_check;
 
 -- the same session, the extension made anew at 1.2: the library forgets
 -- the digest it looked up, and writes 1.2's again

@@ -14,6 +14,8 @@
 
 #define IDEM_EXTENSION_NAME		"idempotency"
 #define IDEM_LEDGER_NAME		"idem_ledger"
+/* The ledger's CHECK constraint (1.3): digest = idem_digest(scope, key) */
+#define IDEM_DIGEST_CHECK_NAME	"idem_ledger_digest_check"
 
 /* Longest key accepted, in bytes */
 #define IDEM_MAX_KEY_BYTES		255

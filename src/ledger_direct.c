@@ -74,11 +74,15 @@ static LedgerKeyState probe_key(Relation rel, Relation idx, text *scope,
  * True when the ledger still has exactly the columns and constraints that
  * the install and upgrade scripts made (a ledger of 1.0 or 1.1 that ALTER
  * EXTENSION has not updated yet lacks the owner or the digest column: it is
- * served through SQL until it is updated).  The direct path writes rows without the executor, so a
- * CHECK constraint or a NOT NULL a user added (or dropped) sends every call
- * to the SQL path, where the executor enforces it.  (A dropped column also
- * changes the layout: the direct path stays off until the ledger is made
- * anew by a dump and restore.)
+ * served through SQL until it is updated).  The direct path writes rows
+ * without the executor, so a CHECK constraint or a NOT NULL a user added
+ * (or dropped) sends every call to the SQL path, where the executor
+ * enforces it.  The one CHECK constraint of 1.3, that digest is
+ * idem_digest(scope, key), holds by construction for the rows the direct
+ * path writes: it is there for rows written by hand, copied in by a restore
+ * or applied by replication.  (A dropped column also changes the layout:
+ * the direct path stays off until the ledger is made anew by a dump and
+ * restore.)
  */
 static bool
 ledger_layout_ok(Relation rel)
@@ -88,7 +92,10 @@ ledger_layout_ok(Relation rel)
 	if (desc->natts != Natts_ledger)
 		return false;
 	if (desc->constr != NULL &&
-		(desc->constr->num_check > 0 || desc->constr->has_generated_stored))
+		(desc->constr->has_generated_stored ||
+		 desc->constr->num_check > 1 ||
+		 (desc->constr->num_check == 1 &&
+		  strcmp(desc->constr->check[0].ccname, IDEM_DIGEST_CHECK_NAME) != 0)))
 		return false;
 	for (int i = 0; i < Natts_ledger; i++)
 	{

@@ -5,8 +5,10 @@
 # a consumer's) in two scopes, and another key.  The update on the
 # coordinator reaches both workers, gives every row of every shard the
 # digest 1.3's idem_digest computes (a UUIDv7 key's first 32 bits first;
-# the other key's digest as it was), and every key behaves as before:
-# replayed, in progress, seen; a new UUIDv7 key starts once.
+# the other key's digest as it was) and the CHECK constraint that holds them
+# to it, which doc/citus.md's command carries to the shards; every key
+# behaves as before: replayed, in progress, seen; a new UUIDv7 key starts
+# once.  DROP EXTENSION at the end still works.
 #
 # Skipped when Citus is not installed for the server under test
 # (scripts/citus.sh builds it); failed instead with IDEM_REQUIRE_CITUS=1, as
@@ -64,6 +66,25 @@ is($coord->safe_psql('postgres', q{
 		SELECT sum(result::bigint) FROM run_command_on_shards('idem_ledger',
 		  $$SELECT count(*) FROM %s WHERE digest IS DISTINCT FROM idem_digest(scope, key)$$)}),
 	'0', "every shard's rows carry the digest their node's idem_digest computes");
+# Citus does not carry the update's CHECK constraint to the shards; the
+# command doc/citus.md gives adds it to them
+my $shard_checks = q{
+	SELECT string_agg(DISTINCT result, ',') FROM run_command_on_shards('idem_ledger',
+	  $$SELECT count(*) FROM pg_constraint
+	     WHERE conrelid = '%s'::regclass AND conname = 'idem_ledger_digest_check'$$)};
+is($coord->safe_psql('postgres', $shard_checks), '0', 'the shards have no CHECK constraint yet');
+is($coord->safe_psql('postgres', q{
+		SELECT string_agg(DISTINCT success::text, ',')
+		  FROM pg_constraint c,
+		       run_command_on_shards('idem_ledger',
+		         format('ALTER TABLE %%s ADD CONSTRAINT %I %s', c.conname, pg_get_constraintdef(c.oid)))
+		 WHERE c.conrelid = 'idem_ledger'::regclass AND c.conname = 'idem_ledger_digest_check'}),
+	'true', "doc/citus.md's command succeeds on every shard");
+is($coord->safe_psql('postgres', $shard_checks), '1', 'every shard has the CHECK constraint of the digest');
+is($coord->safe_psql('postgres', q{
+		SELECT string_agg(DISTINCT success::text, ',') FROM run_command_on_shards('idem_ledger',
+		  $$ALTER TABLE %s VALIDATE CONSTRAINT idem_ledger_digest_check$$)}),
+	'true', "and every shard's rows meet it");
 
 is($coord->safe_psql('postgres', qq{
 		SELECT outcome || ' ' || status || ' ' || response
@@ -89,5 +110,9 @@ is($coord->safe_psql('postgres', q{
 		SELECT count(*) || ' ' || count(DISTINCT (scope, key)) || ' ' ||
 		       count(*) FILTER (WHERE digest <> idem_digest(scope, key)) FROM idem_ledger}),
 	'6 6 0', 'six keys, one row each, every digest 1.3\'s');
+
+$coord->safe_psql('postgres', 'DROP EXTENSION idempotency');
+is($coord->safe_psql('postgres', "SELECT count(*) FROM pg_extension WHERE extname = 'idempotency'"),
+	'0', 'DROP EXTENSION drops it, shards and all');
 
 done_testing();
