@@ -66,20 +66,25 @@ is($coord->safe_psql('postgres', q{
 		SELECT sum(result::bigint) FROM run_command_on_shards('idem_ledger',
 		  $$SELECT count(*) FROM %s WHERE digest IS DISTINCT FROM idem_digest(scope, key)$$)}),
 	'0', "every shard's rows carry the digest their node's idem_digest computes");
-# Citus does not carry the update's CHECK constraint to the shards; the
-# command doc/citus.md gives adds it to them
+# Citus (13.2) does not carry the update's CHECK constraint to the shards;
+# the command doc/citus.md gives adds it to them
 my $shard_checks = q{
 	SELECT string_agg(DISTINCT result, ',') FROM run_command_on_shards('idem_ledger',
 	  $$SELECT count(*) FROM pg_constraint
 	     WHERE conrelid = '%s'::regclass AND conname = 'idem_ledger_digest_check'$$)};
-is($coord->safe_psql('postgres', $shard_checks), '0', 'the shards have no CHECK constraint yet');
-is($coord->safe_psql('postgres', q{
-		SELECT string_agg(DISTINCT success::text, ',')
-		  FROM pg_constraint c,
-		       run_command_on_shards('idem_ledger',
-		         format('ALTER TABLE %%s ADD CONSTRAINT %I %s', c.conname, pg_get_constraintdef(c.oid)))
-		 WHERE c.conrelid = 'idem_ledger'::regclass AND c.conname = 'idem_ledger_digest_check'}),
-	'true', "doc/citus.md's command succeeds on every shard");
+my $before_command = $coord->safe_psql('postgres', $shard_checks);
+SKIP:
+{
+	skip 'this Citus carried the constraint to the shards itself', 1
+	  if $before_command eq '1';
+	is($coord->safe_psql('postgres', q{
+			SELECT string_agg(DISTINCT success::text, ',')
+			  FROM pg_constraint c,
+			       run_command_on_shards('idem_ledger',
+			         format('ALTER TABLE %%s ADD CONSTRAINT %I %s', c.conname, pg_get_constraintdef(c.oid)))
+			 WHERE c.conrelid = 'idem_ledger'::regclass AND c.conname = 'idem_ledger_digest_check'}),
+		'true', "doc/citus.md's command succeeds on every shard");
+}
 is($coord->safe_psql('postgres', $shard_checks), '1', 'every shard has the CHECK constraint of the digest');
 is($coord->safe_psql('postgres', q{
 		SELECT string_agg(DISTINCT success::text, ',') FROM run_command_on_shards('idem_ledger',
