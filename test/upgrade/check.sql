@@ -36,9 +36,9 @@ SELECT results_eq($$SELECT outcome, attempt FROM idem_begin('pay-3', '{"amount":
                   $$VALUES ('started', 2)$$, 'a released key starts afresh');
 SELECT is(idem_once('msg-1'), false, 'idem_once remembers its key');
 SELECT is(idem_once('msg-2', scope => 'queue-a'), false, 'idem_once remembers its key in a scope');
-SELECT results_eq($$SELECT outcome, status, response, substr(digest::text, 1, 8)
-                      FROM idem_begin('01932c07-8a5b-7abc-9def-000000000001', '{"amount": 7}'),
-                           idem_ledger WHERE key = '01932c07-8a5b-7abc-9def-000000000001'$$,
+SELECT results_eq($$SELECT b.outcome, b.status, b.response, substr(l.digest::text, 1, 8)
+                      FROM idem_begin('01932c07-8a5b-7abc-9def-000000000001', '{"amount": 7}') b,
+                           idem_ledger l WHERE l.key = '01932c07-8a5b-7abc-9def-000000000001'$$,
                   $$VALUES ('replayed', 201, '{"id": 7}'::jsonb, '01932c07')$$,
                   'a UUIDv7 key replays, found under its digest, which starts with the key');
 SELECT is(idem_once('msg-3'), true, 'idem_once records a new key');
