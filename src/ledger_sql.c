@@ -667,6 +667,11 @@ citus_set_prepare(void)
  * is sent to the shard's node too, where the wait happens, and the
  * caller's own value sent after it; locally the caller's value is back when
  * this returns.  Any other error is raised as it was.
+ *
+ * The timeout is for the key's writer alone: the ledger's own lock is
+ * taken first, waited for as any write waits for it (a CREATE INDEX, a
+ * LOCK TABLE), as the direct path does, so that a lock on the whole table
+ * is not answered as a key in progress.
  */
 bool
 LedgerSqlInsertNoWait(Datum *values, bool *nulls, bool *busy)
@@ -674,8 +679,11 @@ LedgerSqlInsertNoWait(Datum *values, bool *nulls, bool *busy)
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
 	volatile bool inserted = false;
+	Oid			relid = get_relname_relid(IDEM_LEDGER_NAME, plans.nspid);
 
 	*busy = false;
+	if (OidIsValid(relid))
+		LockRelationOid(relid, RowExclusiveLock);
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
