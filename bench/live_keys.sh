@@ -26,7 +26,12 @@
 # during a round weighs on both ends alike.  A run's tps is the mean of its
 # progress reports after the first WARMUP seconds; the keys and payments it
 # added are deleted and vacuumed away afterwards, so that every run of a
-# point starts at the same size.  Nothing checkpoints before a run: the
+# point starts at the same size.  With SLICE (seconds), each round runs a
+# layer's sizes in turns instead: every SLICE seconds the next size, until
+# each has had DURATION seconds, so that a drift of the machine (this VM's
+# disk, whose flush time moves from minute to minute) weighs on every size
+# alike however short-lived; WARMUP then applies to each slice, and a
+# point's tps is the mean of its slices'.  Nothing checkpoints before a run: the
 # runs go through the checkpoints the settings bring (with the defaults,
 # one at least every checkpoint_timeout = 5 min, sooner when the WAL since
 # the last one nears max_wal_size = 1 GB), as production does.
@@ -52,7 +57,7 @@
 # Environment: SIZES ("100000 1000000 10000000"; 30000000 needs some 7 GB
 # of disk per layer, more than that size's own), LAYERS ("hand ext
 # ext_unlogged"), PROFILES ("default both"), ROUNDS (1), DURATION (120),
-# WARMUP (20), CLIENTS (2), BUFFERS (4GB), CHART.
+# WARMUP (20), SLICE (0: no slices), CLIENTS (2), BUFFERS (4GB), CHART.
 set -euo pipefail
 
 SIZES=${SIZES:-100000 1000000 10000000}
@@ -61,6 +66,9 @@ PROFILES=${PROFILES:-default both}
 ROUNDS=${ROUNDS:-1}
 DURATION=${DURATION:-120}
 WARMUP=${WARMUP:-20}
+SLICE=${SLICE:-0}
+SLICE_NOTE=""
+[ "$SLICE" -gt 0 ] && SLICE_NOTE=" in ${SLICE} s slices taken in turns"
 CLIENTS=${CLIENTS:-2}
 BUFFERS=${BUFFERS:-4GB}
 
@@ -71,6 +79,10 @@ CHART=${CHART-$ROOT/bench/live_keys.png}
 # a run's tps is the mean of pgbench's 5-second reports after WARMUP
 if [ "$DURATION" -lt $((WARMUP + 10)) ]; then
 	echo "bench: DURATION ($DURATION) must be at least WARMUP ($WARMUP) + 10 seconds" >&2
+	exit 2
+fi
+if [ "$SLICE" -gt 0 ] && { [ "$SLICE" -lt $((WARMUP + 10)) ] || [ $((DURATION % SLICE)) -ne 0 ]; }; then
+	echo "bench: SLICE ($SLICE) must be at least WARMUP ($WARMUP) + 10 seconds and divide DURATION ($DURATION)" >&2
 	exit 2
 fi
 read -r -a LAYER_LIST <<<"$LAYERS"
@@ -205,19 +217,19 @@ server_marks() {
 	fi
 }
 
-# run LAYER SIZE -> prints the mean tps after WARMUP seconds, the checkpoints
-# during the run and its WAL bytes, tab-separated
+# run LAYER SIZE SECONDS -> runs the workload for SECONDS and prints the
+# mean tps after WARMUP seconds, the checkpoints during the run, its WAL
+# bytes and its transactions, tab-separated
 run() {
-	local layer=$1 size=$2 db table since log before after txns
+	local layer=$1 size=$2 secs=$3 db table log before after txns
 	db=$(db_of "$layer" "$size")
 	table=$(table_of "$layer")
 	log=$WORK/run.log
 	# the index, as a server running this workload would hold it
 	psql_q -d "$db" -c "SELECT count(pg_prewarm(indexrelid)) FROM pg_index
 	                     WHERE indrelid = '$table'::regclass" >/dev/null
-	since=$(psql_v -d "$db" -c "SELECT clock_timestamp()")
 	before=$(server_marks)
-	cluster_as_user pgbench -n -M prepared -c "$CLIENTS" -j "$CLIENTS" -T "$DURATION" -P 5 \
+	cluster_as_user pgbench -n -M prepared -c "$CLIENTS" -j "$CLIENTS" -T "$secs" -P 5 \
 		-f "$SCRIPTS/first_$layer.sql" "$db" >"$log" 2>&1 || {
 		cat "$log" >&2
 		echo "bench: pgbench failed on $layer" >&2
@@ -226,10 +238,6 @@ run() {
 	after=$(server_marks)
 	txns=$(awk '/number of transactions actually processed/ { print $NF }' "$log")
 	txns=${txns%%/*}
-	# put the table back to its size
-	psql_q -d "$db" -c "DELETE FROM $table WHERE created_at >= '$since'"
-	psql_q -d "$db" -c "TRUNCATE bench_payments"
-	psql_q -d "$db" -c "VACUUM $table"
 	awk -v w="$WARMUP" '/^progress: / { t = $2 + 0; if (t > w) { s += $4; n++ } }
 		END { if (n) printf "%.1f", s / n; else printf "0" }' "$log"
 	local ckpt0 lsn0 ckpt1 lsn1
@@ -237,6 +245,54 @@ run() {
 	IFS=$'\t' read -r ckpt1 lsn1 <<<"$after"
 	psql_v -d postgres -c "SELECT E'\t' || $ckpt1 - $ckpt0 || E'\t' ||
 		round(pg_wal_lsn_diff('$lsn1', '$lsn0')) || E'\t' || ${txns:-0}"
+}
+
+# clock_of LAYER SIZE -> the clock of LAYER's database for SIZE
+clock_of() { psql_v -d "$(db_of "$1" "$2")" -c "SELECT clock_timestamp()"; }
+
+# put_back LAYER SIZE SINCE: puts the table back to its size, without the keys
+# and payments made since SINCE
+put_back() {
+	local db table
+	db=$(db_of "$1" "$2")
+	table=$(table_of "$1")
+	psql_q -d "$db" -c "DELETE FROM $table WHERE created_at >= '$3'"
+	psql_q -d "$db" -c "TRUNCATE bench_payments"
+	psql_q -d "$db" -c "VACUUM $table"
+}
+
+# record PROFILE ROUND SIZE LAYER TPS CHECKPOINTS WALBYTES TXNS
+record() {
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$RESULTS"
+	printf 'bench: %-8s round %s %9s keys  %-16s %9.1f tps  %2s checkpoints  %6s WAL bytes/txn\n' \
+		"$1" "$2" "$3" "$4" "$5" "$6" "$(($7 / ($8 > 0 ? $8 : 1)))"
+}
+
+# sliced PROFILE ROUND LAYER SIZE...: the sizes in turns of SLICE seconds
+sliced() {
+	local profile=$1 round=$2 layer=$3 size i tps ckpts walb txns
+	shift 3
+	local -A since sum_tps sum_ckpts sum_walb sum_txns
+	for size in "$@"; do
+		since[$size]=$(clock_of "$layer" "$size")
+		sum_tps[$size]=0 sum_ckpts[$size]=0 sum_walb[$size]=0 sum_txns[$size]=0
+	done
+	for i in $(seq 1 $((DURATION / SLICE))); do
+		for size in "$@"; do
+			IFS=$'\t' read -r tps ckpts walb txns < <(run "$layer" "$size" "$SLICE")
+			sum_tps[$size]=$(awk -v a="${sum_tps[$size]}" -v b="$tps" 'BEGIN { print a + b }')
+			sum_ckpts[$size]=$((sum_ckpts[$size] + ckpts))
+			sum_walb[$size]=$((sum_walb[$size] + walb))
+			sum_txns[$size]=$((sum_txns[$size] + txns))
+		done
+		echo "bench: $profile round $round $layer: slice $i of $((DURATION / SLICE)) done" >&2
+	done
+	for size in "$@"; do
+		put_back "$layer" "$size" "${since[$size]}"
+		record "$profile" "$round" "$size" "$layer" \
+			"$(awk -v s="${sum_tps[$size]}" -v n=$((DURATION / SLICE)) 'BEGIN { printf "%.1f", s / n }')" \
+			"${sum_ckpts[$size]}" "${sum_walb[$size]}" "${sum_txns[$size]}"
+	done
 }
 
 RESULTS=$WORK/results.tsv
@@ -261,12 +317,15 @@ for profile in $PROFILES; do
 		order=("${SIZE_LIST[@]}")
 		[ $((round % 2)) -eq 0 ] && mapfile -t order < <(printf '%s\n' "${SIZE_LIST[@]}" | tac)
 		for layer in "${LAYER_LIST[@]}"; do
+			if [ "$SLICE" -gt 0 ]; then
+				sliced "$profile" "$round" "$layer" "${order[@]}"
+				continue
+			fi
 			for size in "${order[@]}"; do
-				IFS=$'\t' read -r tps ckpts walb txns < <(run "$layer" "$size")
-				printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$profile" "$round" "$size" "$layer" \
-					"$tps" "$ckpts" "$walb" "$txns" >>"$RESULTS"
-				printf 'bench: %-8s round %s %9s keys  %-16s %9.1f tps  %2s checkpoints  %6s WAL bytes/txn\n' \
-					"$profile" "$round" "$size" "$layer" "$tps" "$ckpts" "$((walb / (txns > 0 ? txns : 1)))"
+				started=$(clock_of "$layer" "$size")
+				IFS=$'\t' read -r tps ckpts walb txns < <(run "$layer" "$size" "$DURATION")
+				put_back "$layer" "$size" "$started"
+				record "$profile" "$round" "$size" "$layer" "$tps" "$ckpts" "$walb" "$txns"
 			done
 		done
 	done
@@ -341,7 +400,7 @@ if [ -n "$CHART" ] && command -v gnuplot >/dev/null 2>&1; then
 	gnuplot <<EOF
 set terminal pngcairo size 960,540 font 'sans,11' noenhanced
 set output '$CHART'
-set title "first-time path (pgbench -c $CLIENTS, ${DURATION} s runs, $ROUNDS round(s)) against live keys, as a share of its tps at the smallest size"
+set title "first-time path (pgbench -c $CLIENTS, ${DURATION} s runs${SLICE_NOTE}, $ROUNDS round(s)) against live keys, as a share of its tps at the smallest size"
 set xlabel 'live keys in the table'
 set ylabel 'tps / tps at the smallest size'
 set logscale x
@@ -354,4 +413,4 @@ EOF
 fi
 echo
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(uname -sr)"
-echo "server: $("$PG_CONFIG" --version); PostgreSQL's defaults (fsync, synchronous_commit, full_page_writes on) but each profile's settings; pgbench -M prepared -c $CLIENTS -j $CLIENTS -T $DURATION, tps averaged after ${WARMUP} s, $ROUNDS round(s)"
+echo "server: $("$PG_CONFIG" --version); PostgreSQL's defaults (fsync, synchronous_commit, full_page_writes on) but each profile's settings; pgbench -M prepared -c $CLIENTS -j $CLIENTS -T $DURATION${SLICE_NOTE}, tps averaged after ${WARMUP} s, $ROUNDS round(s)"
