@@ -163,6 +163,9 @@ $pid = slow_pass('app');
 my $log_offset = -s $node->logfile;
 kill 'KILL', $pid;
 $node->wait_for_log(qr/all server processes terminated; reinitializing/, $log_offset);
+# Until recovery ends, psql may exit before it reads its query, and the
+# framework's write to it fails with a broken pipe instead of polling again
+$node->wait_for_log(qr/database system is ready to accept connections/, $log_offset);
 $node->poll_query_until('postgres',
     "SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'idempotency launcher'")
   or die 'no launcher after the crash';

@@ -100,9 +100,12 @@ is(sqlstate_of($primary, "SELECT idem_finish('job-1', '{}', attempt => 2)"),
 # given its pid.
 $o = owner_session($primary, 'job-crash');
 my $victim = owner_session($primary, 'job-victim');
+my $log_offset = -s $primary->logfile;
 kill 'KILL', $victim->{pid};
-$primary->poll_query_until('postgres', 'SELECT true')
-  or die 'the server did not come back after the crash';
+# Waited for in the log: until recovery ends, psql may exit before it reads
+# its query, and a poll fails with a broken pipe instead of polling again
+$primary->wait_for_log(qr/all server processes terminated; reinitializing/, $log_offset);
+$primary->wait_for_log(qr/database system is ready to accept connections/, $log_offset);
 $o->{h}->finish;
 $victim->{h}->finish;
 is(begin_of($primary, 'job-crash'), 'started|2',
