@@ -400,7 +400,7 @@ if [ -n "$CHART" ] && command -v gnuplot >/dev/null 2>&1; then
 	gnuplot <<EOF
 set terminal pngcairo size 960,540 font 'sans,11' noenhanced
 set output '$CHART'
-set title "first-time path (pgbench -c $CLIENTS, ${DURATION} s runs${SLICE_NOTE}, $ROUNDS round(s)) against live keys, as a share of its tps at the smallest size"
+set title "first-time path against live keys, as a share of its tps at the smallest size\n(pgbench -c $CLIENTS, ${DURATION} s runs${SLICE_NOTE}, $ROUNDS round(s))"
 set xlabel 'live keys in the table'
 set ylabel 'tps / tps at the smallest size'
 set logscale x
