@@ -2,7 +2,8 @@
 -- measured on scratch tables filled like bench/run.sh's bytes phase.
 --
 -- Load it into a database that has bench/layers.sql, then, for each table
--- (v0 ... v6) and layer (hand, ext), CALL fill('v0', 50000, false) or
+-- (v0 ... v6), floor table (m1 ... m3) and layer (hand, ext),
+-- CALL fill('v0', 50000, false), CALL fill_floor('m1', 50000, false) or
 -- CALL fill_layer('ext', 50000, false) (true: random UUID keys; false:
 -- bench/run.sh's keys, '1-b-' and 12 random digits), VACUUM, and
 -- SELECT * FROM bpk('v0').  Each key is begun (an attempt in progress with
@@ -42,6 +43,34 @@ CREATE TABLE v5 (created_at timestamptz NOT NULL, expires_at timestamptz NOT NUL
 CREATE TABLE v6 (digest uuid NOT NULL PRIMARY KEY, created_at timestamptz NOT NULL, expires_at timestamptz NOT NULL, lease_until timestamptz,
   status int, attempt int NOT NULL DEFAULT 1, state "char" NOT NULL, scope text NOT NULL, key text NOT NULL,
   response jsonb, fingerprint uuid, owner bytea);
+
+-- The contract's floor: only the columns SPEC.md requires of idem_ledger
+-- (no fingerprint, lease, owner or digest column), each row written once,
+-- completed, by fill_floor: what any ledger with a heap row and a B-tree
+-- entry per key takes at the least.
+-- m1: unique (key, scope), as SPEC.md words it
+CREATE TABLE m1 (created_at timestamptz NOT NULL, expires_at timestamptz NOT NULL, status int, attempt int NOT NULL,
+  scope text NOT NULL, key text NOT NULL, state text NOT NULL, response jsonb, UNIQUE (key, scope));
+-- m2: a digest column as the unique key, as the ledger has it since 1.2
+CREATE TABLE m2 (created_at timestamptz NOT NULL, expires_at timestamptz NOT NULL, status int, attempt int NOT NULL,
+  scope text NOT NULL, key text NOT NULL, state text NOT NULL, response jsonb, digest uuid NOT NULL UNIQUE);
+-- m3: the digest in the index only (a unique index on an expression)
+CREATE TABLE m3 (created_at timestamptz NOT NULL, expires_at timestamptz NOT NULL, status int, attempt int NOT NULL,
+  scope text NOT NULL, key text NOT NULL, state text NOT NULL, response jsonb);
+CREATE UNIQUE INDEX ON m3 (dg(scope, key));
+
+CREATE OR REPLACE PROCEDURE fill_floor(t text, n int, uuidkeys bool) LANGUAGE plpgsql AS $$
+DECLARE k text; ins text;
+BEGIN
+  ins := format('INSERT INTO %I (created_at, expires_at, status, attempt, scope, key, state, response%s)
+       VALUES (now(), now() + interval ''1 day'', 201, 1, '''', $1, ''completed'', jsonb_build_object(''payment_id'', $2::bigint)%s)',
+       t, CASE t WHEN 'm2' THEN ', digest' ELSE '' END, CASE t WHEN 'm2' THEN ', dg('''', $1)' ELSE '' END);
+  FOR i IN 1..n LOOP
+    IF uuidkeys THEN k := gen_random_uuid()::text; ELSE k := (1 + i % 2) || '-b-' || (random() * 1e12)::bigint; END IF;
+    EXECUTE ins USING k, i;
+    COMMIT;
+  END LOOP;
+END $$;
 
 CREATE OR REPLACE PROCEDURE fill(t text, n int, uuidkeys bool) LANGUAGE plpgsql AS $$
 DECLARE k text; has_digest bool; fpt text; st_in text; st_done text; fpx text; ins text; upd text;
